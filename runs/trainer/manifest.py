@@ -1,0 +1,206 @@
+"""Reading and validating the training manifest (REFERENCE §6.3).
+
+The registry writes the manifest into the run directory; the trainer checks every field again, so a
+hand-written manifest gets the same rules. Nothing here imports JAX.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runs.trainer.errors import ConfigError
+
+OUTPUT_ROOTS_ENV = "TUNIX_OUTPUT_ROOTS"
+
+_SECTIONS: dict[str, set[str]] = {
+    "model": {"model_id"},
+    "dataset": {"format", "path"},
+    "training": {"learning_rate", "num_epochs", "batch_size", "max_seq_length"},
+    "output": {"output_dir"},
+}
+_TOP_LEVEL = {"version", "runner", "mode", *_SECTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest, with its paths resolved against the manifest's directory."""
+
+    path: Path
+    run_dir: Path
+    model_id: str
+    dataset_path: Path
+    learning_rate: float
+    num_epochs: int
+    batch_size: int
+    max_seq_length: int
+    output_dir: Path
+
+
+def load_manifest(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> Manifest:
+    """Read, parse and validate the manifest at ``path``; raise ConfigError with the reason."""
+    manifest_path = Path(path).absolute()
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {manifest_path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {manifest_path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {manifest_path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config is not valid YAML: {first_line}") from None
+    return parse_manifest(data, manifest_path=manifest_path, environ=environ)
+
+
+def parse_manifest(
+    data: Any, *, manifest_path: Path, environ: dict[str, str] | None = None
+) -> Manifest:
+    """Validate an already-parsed manifest mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a YAML mapping")
+    _no_unknown_keys(data, _TOP_LEVEL, "config")
+    _expect_equal(data, "version", "1.0", where="config")
+    _expect_equal(data, "runner", "tunix", where="config")
+    _expect_equal(data, "mode", "sft", where="config")
+    sections = {name: _section(data, name) for name in _SECTIONS}
+
+    model_id = _string(sections["model"], "model_id", "model", max_length=256)
+    _expect_equal(sections["dataset"], "format", "tunix_sft", where="dataset")
+    dataset_path = _string(sections["dataset"], "path", "dataset", max_length=4096)
+
+    training = sections["training"]
+    learning_rate = _number(training, "learning_rate")
+    if not (0.0 < learning_rate <= 1.0):
+        raise ConfigError(f"training.learning_rate must be > 0 and <= 1.0, got {learning_rate}")
+    num_epochs = _integer(training, "num_epochs", 1, 100)
+    batch_size = _integer(training, "batch_size", 1, 512)
+    max_seq_length = _integer(training, "max_seq_length", 128, 32768)
+
+    output_dir_text = _string(sections["output"], "output_dir", "output", max_length=512)
+
+    run_dir = manifest_path.parent
+    output_dir = _resolve(run_dir, output_dir_text)
+    check_output_dir(output_dir, environ=os.environ if environ is None else environ)
+    return Manifest(
+        path=manifest_path,
+        run_dir=run_dir,
+        model_id=model_id,
+        dataset_path=_resolve(run_dir, dataset_path),
+        learning_rate=learning_rate,
+        num_epochs=num_epochs,
+        batch_size=batch_size,
+        max_seq_length=max_seq_length,
+        output_dir=output_dir,
+    )
+
+
+def output_roots(environ: dict[str, str] | os._Environ[str]) -> list[Path] | None:
+    """The allowed output roots from TUNIX_OUTPUT_ROOTS, or None when any directory is allowed."""
+    raw = environ.get(OUTPUT_ROOTS_ENV, "")
+    entries = [entry for entry in raw.split(os.pathsep) if entry.strip()]
+    if not entries:
+        return None
+    roots = []
+    for entry in entries:
+        root = Path(entry.strip()).expanduser()
+        if not root.is_absolute():
+            raise ConfigError(f"{OUTPUT_ROOTS_ENV} entries must be absolute paths, got {entry!r}")
+        roots.append(Path(os.path.realpath(root)))
+    return roots
+
+
+def check_output_dir(output_dir: Path, *, environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse an output directory outside the allowed roots (symlinks resolved)."""
+    roots = output_roots(environ)
+    if roots is None:
+        return
+    real = Path(os.path.realpath(output_dir))
+    for root in roots:
+        if real == root or real.is_relative_to(root):
+            return
+    allowed = os.pathsep.join(str(root) for root in roots)
+    raise ConfigError(
+        f"output.output_dir {output_dir} is outside the allowed roots ({OUTPUT_ROOTS_ENV}={allowed})"
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    return Path(os.path.normpath(path))
+
+
+def _section(data: dict[Any, Any], name: str) -> dict[Any, Any]:
+    if name not in data:
+        raise ConfigError(f"config is missing the '{name}' section")
+    section = data[name]
+    if not isinstance(section, dict):
+        raise ConfigError(f"'{name}' must be a mapping")
+    _no_unknown_keys(section, _SECTIONS[name], name)
+    return section
+
+
+def _no_unknown_keys(mapping: dict[Any, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")
+
+
+def _expect_equal(mapping: dict[Any, Any], key: str, expected: str, *, where: str) -> None:
+    name = key if where == "config" else f"{where}.{key}"
+    if key not in mapping:
+        raise ConfigError(f"{name} is required (expected {expected!r})")
+    if mapping[key] != expected:
+        raise ConfigError(f"{name} must be {expected!r}, got {mapping[key]!r}")
+
+
+def _string(mapping: dict[Any, Any], key: str, where: str, *, max_length: int) -> str:
+    name = f"{where}.{key}"
+    if key not in mapping or mapping[key] is None:
+        raise ConfigError(f"{name} is required")
+    value = mapping[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise ConfigError(f"{name} must not be empty")
+    if len(value) > max_length:
+        raise ConfigError(f"{name} must be at most {max_length} characters")
+    if "\x00" in value:
+        raise ConfigError(f"{name} must not contain NUL characters")
+    return value
+
+
+def _number(mapping: dict[Any, Any], key: str) -> float:
+    name = f"training.{key}"
+    if key not in mapping:
+        raise ConfigError(f"{name} is required")
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _integer(mapping: dict[Any, Any], key: str, low: int, high: int) -> int:
+    name = f"training.{key}"
+    if key not in mapping:
+        raise ConfigError(f"{name} is required")
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not (low <= value <= high):
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run Tunix Registry on its embedded default (SQLite in the data directory):
+# install, migrate, create a local admin, load the demo, serve with gunicorn
+# on 127.0.0.1:8000 (override with HOST/PORT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh
+py=.venv/bin/python
+
+export TUNIX_REGISTRY_DATA_DIR="${TUNIX_REGISTRY_DATA_DIR:-$PWD/var}"
+mkdir -p "$TUNIX_REGISTRY_DATA_DIR"
+chmod 700 "$TUNIX_REGISTRY_DATA_DIR"
+
+# A secret key of this installation, generated once and kept beside the data.
+key_file="$TUNIX_REGISTRY_DATA_DIR/secret_key"
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+  if [ ! -s "$key_file" ]; then
+    (umask 077 && "$py" -c 'import secrets; print(secrets.token_urlsafe(50))' > "$key_file")
+  fi
+  DJANGO_SECRET_KEY="$(cat "$key_file")"
+  export DJANGO_SECRET_KEY
+fi
+
+"$py" manage.py migrate --noinput
+"$py" manage.py collectstatic --noinput -v 0
+
+# A local admin account; its password is generated once and printed.
+pw_file="$TUNIX_REGISTRY_DATA_DIR/admin_password"
+if [ ! -s "$pw_file" ]; then
+  (umask 077 && "$py" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$pw_file")
+fi
+DJANGO_SUPERUSER_PASSWORD="$(cat "$pw_file")" "$py" manage.py ensure_admin --username admin
+
+if "$py" manage.py help load_demo >/dev/null 2>&1; then
+  "$py" manage.py load_demo
+fi
+if "$py" manage.py help reap_runs >/dev/null 2>&1; then
+  "$py" manage.py reap_runs
+fi
+
+host="${HOST:-127.0.0.1}"
+port="${PORT:-8000}"
+echo
+echo "Tunix Registry: http://$host:$port/"
+echo "  admin:  http://$host:$port/admin/  user 'admin', password $(cat "$pw_file")  (kept in $pw_file)"
+echo "  API:    http://$host:$port/api/docs"
+echo
+exec .venv/bin/gunicorn tunix_registry.wsgi:application \
+  --config python:tunix_registry.gunicorn_conf \
+  --bind "$host:$port"

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Trace(models.Model):
+    """A reasoning trace: prompt, numbered steps and a final answer.
+
+    `payload` holds the normalised trace with exactly the five keys of the
+    contract (`trace_version`, `prompt`, `final_answer`, `steps`, `meta`, the
+    last one null when omitted). JSONB on PostgreSQL.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    trace_version = models.CharField(max_length=64)
+    payload = models.JSONField()
+
+    class Meta:
+        indexes = [
+            # The trace list and `latest` dataset builds: newest first, id as tie-breaker.
+            models.Index(fields=["created_at", "id"], name="trace_created_at_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class Score(models.Model):
+    """One evaluation of a trace; every score request adds a row."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
+    criteria = models.CharField(max_length=64, db_index=True)
+    score = models.FloatField()
+    details = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.criteria} {self.score} for {self.trace_id}"

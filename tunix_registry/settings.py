@@ -1,0 +1,207 @@
+"""Settings for Tunix Registry, read from environment variables.
+
+Every variable is documented in docs/configuration.md. Safe defaults: DEBUG is
+off, SQLite in the data directory when DATABASE_URL is absent, and no usable
+secret key unless one is supplied (or DEBUG is on).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from tunix_registry.env import env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+_secret = env_str("DJANGO_SECRET_KEY", "")
+if not _secret:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
+            "(`make run` generates one and keeps it in the data directory)"
+        )
+    _secret = "insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = _secret
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# Where the embedded database, materialised datasets, run directories and
+# checkpoints live. Every path under it is built from validated keys and UUIDs.
+DATA_DIR = Path(env_str("TUNIX_REGISTRY_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "ninja",
+    "tunix_registry",
+    "traces",
+    "datasets",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "tunix_registry.urls"
+WSGI_APPLICATION = "tunix_registry.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+            "builtins": ["template_partials.templatetags.partials"],
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------
+_database_url = env_str("DATABASE_URL", "")
+if _database_url:
+    try:
+        _db = dj_database_url.parse(
+            _database_url,
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0, maximum=3600),
+            conn_health_checks=True,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+    if _db.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be a postgres:// or postgresql:// URL "
+            "(leave it unset for the embedded SQLite database)"
+        )
+    _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=300
+    )
+    DATABASES = {"default": _db}
+else:
+    # The embedded database lives in the data directory; create it on first use.
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
+            # Concurrent use by several gunicorn workers: WAL lets readers run
+            # beside a writer, IMMEDIATE takes the write lock up front (no
+            # deadlocking lock upgrades) and the timeout waits for it.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;"
+                    "PRAGMA busy_timeout=20000;"
+                ),
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Static files (whitenoise) ------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+LOGIN_URL = "admin:login"
+
+# --- Security -------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Traces ----------------------------------------------------------------
+TRACE_MAX_BYTES = env_int("TRACE_MAX_BYTES", 1_048_576, minimum=1024, maximum=10_485_760)
+TRACE_BATCH_MAX_BYTES = env_int(
+    "TRACE_BATCH_MAX_BYTES", 16 * 1_048_576, minimum=1024, maximum=256 * 1_048_576
+)
+# Django refuses bodies above this before our own limits can answer 413; keep
+# it above both trace limits so the API's messages are the ones a client sees.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRACE_MAX_BYTES, TRACE_BATCH_MAX_BYTES) + 1024
+
+# --- Runs ------------------------------------------------------------------
+# Wall-clock limit of a local run; on expiry the whole process group is killed.
+TUNIX_RUN_TIMEOUT_SECONDS = env_int(
+    "TUNIX_RUN_TIMEOUT_SECONDS", 3600, minimum=1, maximum=7 * 24 * 3600
+)
+# The command a local run executes, as an argument list; `--config <manifest>`
+# is appended. Defaults to the project's own trainer in this interpreter.
+_trainer = env_str("TUNIX_TRAINER_COMMAND", "")
+if _trainer:
+    import shlex
+
+    TUNIX_TRAINER_COMMAND = shlex.split(_trainer)
+else:
+    TUNIX_TRAINER_COMMAND = [sys.executable, "-m", "runs.trainer"]
+# The importable module whose presence means the Tunix runtime is installed.
+TUNIX_RUNTIME_MODULE = env_str("TUNIX_RUNTIME_MODULE", "tunix")
+# Absolute directories, besides DATA_DIR/outputs, where a run may write checkpoints.
+TUNIX_OUTPUT_ROOTS = [
+    Path(p).expanduser().resolve() for p in env_list("TUNIX_OUTPUT_ROOTS", [], sep=":")
+]
+
+# --- Logging ---------------------------------------------------------------
+LOG_LEVEL = env_choice(
+    "TUNIX_REGISTRY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}

@@ -1,0 +1,40 @@
+"""The base layout, static files and the admin's login wall."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.test import Client
+
+
+def test_home_has_navigation_and_htmx(client: Client, db: None) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    for label, href in [
+        ("Runs", "/"),
+        ("Datasets", "/datasets/"),
+        ("Traces", "/traces/"),
+        ("Admin", "/admin/"),
+        ("API docs", "/api/docs"),
+    ]:
+        assert f'href="{href}"' in html
+        assert label in html
+    assert "django_htmx/htmx-2.min.js" in html
+    assert "X-CSRFToken" in html
+
+
+def test_stylesheet_is_served(client: Client, db: None) -> None:
+    response = client.get("/static/css/app.css")
+    assert response.status_code == 200
+
+
+def test_admin_requires_login(client: Client, db: None) -> None:
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_staff_can_open_admin(client: Client, db: None) -> None:
+    User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    client.login(username="root", password="pw-for-tests-only")
+    assert client.get("/admin/").status_code == 200
