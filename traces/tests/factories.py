@@ -28,7 +28,7 @@ def make_payload(
     }
 
 
-class TraceFactory(factory.django.DjangoModelFactory):
+class TraceFactory(factory.django.DjangoModelFactory[Trace]):
     class Meta:
         model = Trace
 
@@ -50,7 +50,7 @@ class TraceFactory(factory.django.DjangoModelFactory):
     )
 
 
-class ScoreFactory(factory.django.DjangoModelFactory):
+class ScoreFactory(factory.django.DjangoModelFactory[Score]):
     class Meta:
         model = Score
 
