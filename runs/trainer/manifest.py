@@ -42,7 +42,9 @@ class Manifest:
     output_dir: Path
 
 
-def load_manifest(path: str | os.PathLike[str], *, environ: dict[str, str] | None = None) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str], *, environ: dict[str, str] | None = None
+) -> Manifest:
     """Read, parse and validate the manifest at ``path``; raise ConfigError with the reason."""
     manifest_path = Path(path).absolute()
     try:
@@ -129,7 +131,8 @@ def check_output_dir(output_dir: Path, *, environ: dict[str, str] | os._Environ[
             return
     allowed = os.pathsep.join(str(root) for root in roots)
     raise ConfigError(
-        f"output.output_dir {output_dir} is outside the allowed roots ({OUTPUT_ROOTS_ENV}={allowed})"
+        f"output.output_dir {output_dir} is outside the allowed roots "
+        f"({OUTPUT_ROOTS_ENV}={allowed})"
     )
 
 

@@ -1,0 +1,23 @@
+"""The project's training entry point: ``python -m runs.trainer --config manifest.yaml``.
+
+A local run executes it as a subprocess, with the run directory as working directory. It reads the
+manifest (REFERENCE §6.3) and the tunix_sft JSONL it names, fine-tunes the model with Tunix's
+``PeftTrainer`` (full-weight SFT, loss masked to the model's turn), and writes:
+
+- ``metrics.jsonl`` in the manifest's directory: one JSON object per logged step,
+  ``{"step", "loss", "eval_loss", "tokens_per_second", "elapsed_seconds"}``, flushed line by line;
+- ``output_dir/checkpoints/<step>/`` (orbax), ``output_dir/model/`` (a loadable checkpoint
+  directory, for Qwen3 and Llama3 models) and ``output_dir/run_summary.json``.
+
+Exit codes (an expected failure prints one line ``error: <reason>`` on stderr, no traceback):
+
+- 0: trained;
+- 1: training failed (including a diverged loss);
+- 2: bad or unreadable config, or an output directory outside ``TUNIX_OUTPUT_ROOTS``;
+- 3: dataset file missing, unreadable, empty or not valid tunix_sft;
+- 4: unknown model id, or the model (or its tokenizer) could not be loaded;
+- 130: interrupted.
+
+No module of this package imports Django, and JAX and Tunix are imported only once training is
+about to start, so ``--help`` and config errors are fast. See docs/training.md.
+"""
