@@ -61,6 +61,7 @@ case "$cmd" in
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
       start >/dev/null
     echo "$port" > "$dir/port"
+    "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres tunix_registry
     echo "postgres://postgres@127.0.0.1:$port/tunix_registry"
     ;;
   stop)

@@ -1,0 +1,331 @@
+"""A small harness for the HTTP benchmarks under bench/.
+
+It stands on its own (no files outside this repository): a throwaway
+PostgreSQL cluster (scripts/pg.sh), Django configured against it, your seed
+function, gunicorn with two workers, and wrk as the load generator
+(`apt-get install wrk`). Figures: requests/s, latency percentiles, errors,
+and the CPU milliseconds spent per request by the server and by PostgreSQL
+(read from /proc before and after each round), plus the peak RSS of the
+gunicorn workers.
+
+Typical use in a bench script::
+
+    from bench import harness
+
+    with harness.postgres():               # sets DATABASE_URL, migrates
+        seed_my_data()                     # plain ORM code after harness.postgres()
+        with harness.gunicorn() as server:
+            harness.print_header()
+            harness.report("GET /api/traces", server.wrk("/api/traces?limit=20"))
+            harness.report("POST batch", server.wrk("/api/traces/batch", method="POST", body=json_text))
+
+Run from the project root: `.venv/bin/python -m bench.traces_bench`.
+Everything (cluster, data dir) lives under a temporary directory removed at
+the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DURATION = int(os.environ.get("BENCH_DURATION", "15"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_ms(pids: list[int]) -> float:
+    """User+system CPU of the given processes, in milliseconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * 1000.0 / CLK_TCK
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+        ).stdout
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in out.split()]
+
+
+def _processes_named(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+_state: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def postgres(*, migrate: bool = True) -> Iterator[str]:
+    """Start a throwaway cluster, point Django at it, migrate; yields the URL."""
+    workdir = Path(tempfile.mkdtemp(prefix="tunix-bench-"))
+    workdir.chmod(0o755)
+    pgdir = workdir / "pg"
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    url = subprocess.run(
+        [str(ROOT / "scripts" / "pg.sh"), "start", str(pgdir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    os.environ["DATABASE_URL"] = url
+    os.environ["TUNIX_REGISTRY_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tunix_registry.settings"
+    os.environ.setdefault("TUNIX_REGISTRY_LOG_LEVEL", "WARNING")
+    _state.update(workdir=workdir, url=url, data_dir=data_dir)
+    try:
+        import django
+
+        django.setup()
+        if migrate:
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0)
+        yield url
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        subprocess.run([str(ROOT / "scripts" / "pg.sh"), "stop", str(pgdir)], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def data_dir() -> Path:
+    return Path(str(_state["data_dir"]))
+
+
+def analyze() -> None:
+    """VACUUM ANALYZE so plans and index-only scans reflect the seeded data."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+
+
+def explain(sql: str, params: list[object] | tuple[object, ...] = ()) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of a query, as text."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def explain_queryset(queryset: object) -> str:
+    sql, params = queryset.query.sql_with_params()  # type: ignore[attr-defined]
+    return explain(sql, params)
+
+
+@dataclass
+class Round:
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    server_cpu_ms_per_req: float
+    db_cpu_ms_per_req: float
+    peak_worker_rss_mb: float
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_LUA = r"""
+local method, path, body, ctype = "{method}", "{path}", {body}, "{ctype}"
+request = function()
+  local headers = {{}}
+  if body ~= nil then headers["Content-Type"] = ctype end
+  return wrk.format(method, path, headers, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH-JSON {{\"requests\": %d, \"duration_us\": %d, \"p50\": %f, \"p90\": %f, \"p99\": %f, \"connect\": %d, \"read\": %d, \"write\": %d, \"status\": %d, \"timeout\": %d}}\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+@dataclass
+class Server:
+    base_url: str
+    master_pid: int
+    workdir: Path
+
+    def worker_pids(self) -> list[int]:
+        return _children(self.master_pid)
+
+    def wrk(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        body: str | None = None,
+        content_type: str = "application/json",
+        duration: int = DURATION,
+        connections: int = CONNECTIONS,
+        threads: int = THREADS,
+        warmup: int = 2,
+    ) -> Round:
+        script = self.workdir / f"wrk-{time.monotonic_ns()}.lua"
+        script.write_text(
+            _LUA.format(
+                method=method,
+                path=path,
+                body=_lua_string(body) if body is not None else "nil",
+                ctype=content_type,
+            )
+        )
+        if warmup:
+            subprocess.run(
+                ["wrk", f"-t{threads}", f"-c{connections}", f"-d{warmup}s", "-s", str(script),
+                 self.base_url],
+                capture_output=True, check=False,
+            )  # fmt: skip
+        pids = [self.master_pid, *self.worker_pids()]
+        pg = _processes_named("postgres")
+        peak = {"rss": 0.0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak["rss"] = max([peak["rss"], *(_rss_mb(p) for p in self.worker_pids())])
+                stop.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        server_before, db_before = _cpu_ms(pids), _cpu_ms(_processes_named("postgres") or pg)
+        sampler.start()
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+             "--timeout", "30s", "-s", str(script), self.base_url],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        stop.set()
+        sampler.join()
+        server_after, db_after = _cpu_ms(pids), _cpu_ms(_processes_named("postgres") or pg)
+        match = re.search(r"BENCH-JSON (\{.*\})", out.stdout)
+        if not match:
+            raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+        data = json.loads(match.group(1))
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+        errors = sum(data[k] for k in ("connect", "read", "write", "timeout"))
+        errors += int(non2xx.group(1)) if non2xx else 0
+        requests = max(int(data["requests"]), 1)
+        seconds = data["duration_us"] / 1e6
+        return Round(
+            requests_per_s=requests / seconds,
+            p50_ms=data["p50"] / 1000,
+            p90_ms=data["p90"] / 1000,
+            p99_ms=data["p99"] / 1000,
+            requests=requests,
+            errors=errors,
+            server_cpu_ms_per_req=(server_after - server_before) / requests,
+            db_cpu_ms_per_req=(db_after - db_before) / requests,
+            peak_worker_rss_mb=peak["rss"],
+        )
+
+
+@contextlib.contextmanager
+def gunicorn(*, workers: int = 2, threads: int = 1) -> Iterator[Server]:
+    """Serve the project with gunicorn (sync workers) against the bench database."""
+    from django.db import connections
+
+    connections.close_all()
+    port = _free_port()
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tunix_registry.settings"
+    workdir = Path(str(_state["workdir"]))
+    log = (workdir / "gunicorn.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "tunix_registry.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+         "--log-level", "warning", "--timeout", "120"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError((workdir / "gunicorn.log").read_text())
+            time.sleep(0.2)
+        time.sleep(0.5)
+        yield Server(base_url=base, master_pid=proc.pid, workdir=workdir)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+HEADER = (
+    "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU ms/req "
+    "| DB CPU ms/req | peak worker RSS MB |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def print_header() -> None:
+    print(HEADER, flush=True)
+
+
+def report(name: str, result: Round, goal: str = "") -> str:
+    row = (
+        f"| {name} | {result.requests_per_s:,.0f} | {result.p50_ms:.1f} | {result.p90_ms:.1f} "
+        f"| {result.p99_ms:.1f} | {result.errors} | {result.server_cpu_ms_per_req:.2f} "
+        f"| {result.db_cpu_ms_per_req:.2f} | {result.peak_worker_rss_mb:.0f} |"
+    )
+    if goal:
+        row += f" goal {goal}"
+    print(row, flush=True)
+    return row
