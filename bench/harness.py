@@ -17,7 +17,9 @@ Typical use in a bench script::
         with harness.gunicorn() as server:
             harness.print_header()
             harness.report("GET /api/traces", server.wrk("/api/traces?limit=20"))
-            harness.report("POST batch", server.wrk("/api/traces/batch", method="POST", body=json_text))
+            harness.report(
+                "POST batch", server.wrk("/api/traces/batch", method="POST", body=json_text)
+            )
 
 Run from the project root: `.venv/bin/python -m bench.traces_bench`.
 Everything (cluster, data dir) lives under a temporary directory removed at
@@ -182,9 +184,15 @@ request = function()
   return wrk.format(method, path, headers, body)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("BENCH-JSON {{\"requests\": %d, \"duration_us\": %d, \"p50\": %f, \"p90\": %f, \"p99\": %f, \"connect\": %d, \"read\": %d, \"write\": %d, \"status\": %d, \"timeout\": %d}}\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout))
+  local e = summary.errors
+  io.write("BENCH-JSON {{")
+  io.write(string.format("\"requests\": %d, \"duration_us\": %d, ",
+    summary.requests, summary.duration))
+  io.write(string.format("\"p50\": %f, \"p90\": %f, \"p99\": %f, ",
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+  io.write(string.format("\"connect\": %d, \"read\": %d, \"write\": %d, ",
+    e.connect, e.read, e.write))
+  io.write(string.format("\"status\": %d, \"timeout\": %d}}\n", e.status, e.timeout))
 end
 """
 
