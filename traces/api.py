@@ -1,5 +1,283 @@
-"""JSON API of the traces app (mounted by tunix_registry.api)."""
+"""JSON API of the traces app (mounted at /api/traces by tunix_registry.api).
 
-from ninja import Router
+Paths, fields, status codes and messages follow REFERENCE §4. Request bodies
+are read here (bounded, see `_read_body`) and validated by `traces.schemas`,
+the same schema the upload page and `import_traces` use. The hot handlers
+return ready JSON (`_json`) instead of re-validating their output through a
+response model; the declared response schemas document the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router, Schema
+from ninja.errors import HttpError, ValidationError
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+
+from traces import selectors, services
+from traces.models import Trace
+from traces.schemas import (
+    MAX_BATCH,
+    TraceInvalid,
+    errors_from_pydantic,
+    reasoning_trace_json_schema,
+    trace_batch_validate_json,
+    trace_payload_validate_json,
+)
+from traces.services import iso_z
+from tunix_registry.pagination import PaginationOut, check_page, page_of
 
 router = Router(tags=["traces"])
+
+_READ_CHUNK = 64 * 1024
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+class TraceCreateOut(Schema):
+    id: uuid.UUID
+    created_at: datetime
+    trace_version: str
+
+
+class TraceBatchOut(Schema):
+    created_count: int
+    traces: list[TraceCreateOut]
+
+
+class TraceDetailOut(TraceCreateOut):
+    payload: dict[str, Any]
+
+
+class TraceListOut(Schema):
+    data: list[TraceCreateOut]
+    pagination: PaginationOut
+
+
+class TraceWithScoreOut(TraceDetailOut):
+    score: float
+
+
+class CompareOut(Schema):
+    base: TraceWithScoreOut
+    other: TraceWithScoreOut
+
+
+class ScoreDetailsOut(Schema):
+    step_count: int
+    avg_step_length: float
+    total_chars: int
+    step_score: float
+    length_score: float
+    criteria: str
+    scored_at: datetime
+
+
+class ScoreOut(Schema):
+    trace_id: uuid.UUID
+    score: float
+    details: ScoreDetailsOut
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    criteria: Literal["baseline"] = "baseline"
+
+
+def _json(body: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(
+        json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
+    )
+
+
+def _read_body(request: HttpRequest, *, limit: int) -> bytes:
+    """The request body, refused with 413 once it exceeds `limit` bytes.
+
+    With a Content-Length the header is checked before anything is read (and
+    Django reads exactly that many bytes). Without one (chunked transfer
+    encoding: gunicorn de-chunks into wsgi.input) Django would see an empty
+    body, so the WSGI stream is read here, never more than `limit + 1` bytes.
+    """
+    raw_length = request.META.get("CONTENT_LENGTH") or ""
+    if raw_length.strip():
+        try:
+            length = int(raw_length)
+        except ValueError:
+            raise HttpError(400, "Invalid Content-Length header") from None
+        if length < 0:
+            raise HttpError(400, "Invalid Content-Length header")
+        if length > limit:
+            raise HttpError(413, f"Payload size exceeds maximum of {limit} bytes")
+        return request.body
+    if "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b""
+    stream = request.META["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise HttpError(413, f"Payload size exceeds maximum of {limit} bytes")
+    return b"".join(parts)
+
+
+_MISSING_BODY = [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+
+
+def _summary(trace_id: uuid.UUID, created_at: datetime, version: str) -> dict[str, str]:
+    return {"id": str(trace_id), "created_at": iso_z(created_at), "trace_version": version}
+
+
+def _not_found(trace_id: uuid.UUID, what: str = "Trace") -> HttpError:
+    return HttpError(404, f"{what} {trace_id} not found")
+
+
+_TRACE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": reasoning_trace_json_schema()}},
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": reasoning_trace_json_schema()}
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    response={201: TraceCreateOut, 400: ErrorOut, 413: ErrorOut},
+    summary="Create a trace",
+    openapi_extra=_TRACE_BODY,
+)
+def trace_create(request: HttpRequest) -> HttpResponse:
+    body = _read_body(request, limit=settings.TRACE_MAX_BYTES)
+    if not body.strip():
+        raise ValidationError(_MISSING_BODY)
+    try:
+        payload = trace_payload_validate_json(body)
+    except TraceInvalid as exc:
+        raise ValidationError(exc.with_loc_prefix("body")) from None
+    trace = services.trace_create(payload=payload)
+    return _json(_summary(trace.id, trace.created_at, trace.trace_version), 201)
+
+
+@router.post(
+    "/batch",
+    response={201: TraceBatchOut, 400: ErrorOut, 413: ErrorOut},
+    summary="Create up to 1000 traces, all or nothing",
+    openapi_extra=_BATCH_BODY,
+)
+def trace_create_batch(request: HttpRequest) -> HttpResponse:
+    body = _read_body(request, limit=settings.TRACE_BATCH_MAX_BYTES)
+    if not body.strip():
+        raise ValidationError(_MISSING_BODY)
+    try:
+        payloads = trace_batch_validate_json(body)
+    except TraceInvalid as exc:
+        raise ValidationError(exc.with_loc_prefix("body")) from None
+    if not payloads:
+        raise HttpError(400, "Batch must contain at least one trace")
+    if len(payloads) > MAX_BATCH:
+        raise HttpError(400, f"Batch size ({len(payloads)}) exceeds maximum ({MAX_BATCH})")
+    rows = services.trace_create_batch(payloads=payloads)
+    return _json(
+        {
+            "created_count": len(rows),
+            "traces": [_summary(t.id, t.created_at, t.trace_version) for t in rows],
+        },
+        201,
+    )
+
+
+@router.get("", response={200: TraceListOut}, summary="List traces, newest first")
+def trace_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> HttpResponse:
+    check_page(limit, offset)
+    rows = selectors.trace_summary_rows(limit=limit, offset=offset)
+    items, pagination = page_of(rows, limit, offset)
+    return _json({"data": [_summary(*row) for row in items], "pagination": pagination})
+
+
+def _with_score(trace: Trace) -> dict[str, Any]:
+    score, _ = services.baseline_score(payload=trace.payload, scored_at=trace.created_at)
+    return {
+        **_summary(trace.id, trace.created_at, trace.trace_version),
+        "score": score,
+        "payload": trace.payload,
+    }
+
+
+# Declared before "/{trace_id}" so that "compare" is not taken for an id.
+@router.get(
+    "/compare",
+    response={200: CompareOut, 404: ErrorOut},
+    summary="Two traces side by side with their baseline scores (not stored)",
+)
+def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> HttpResponse:
+    base_trace = selectors.trace_get(trace_id=base)
+    if base_trace is None:
+        raise _not_found(base, "Base trace")
+    other_trace = base_trace if other == base else selectors.trace_get(trace_id=other)
+    if other_trace is None:
+        raise _not_found(other, "Other trace")
+    return _json({"base": _with_score(base_trace), "other": _with_score(other_trace)})
+
+
+@router.get("/{trace_id}", response={200: TraceDetailOut, 404: ErrorOut}, summary="One trace")
+def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
+    row = (
+        Trace.objects.filter(pk=trace_id)
+        .values_list("id", "created_at", "trace_version", "payload")
+        .first()
+    )
+    if row is None:
+        raise _not_found(trace_id)
+    return _json({**_summary(row[0], row[1], row[2]), "payload": row[3]})
+
+
+@router.post(
+    "/{trace_id}/score",
+    response={201: ScoreOut, 404: ErrorOut},
+    summary="Score a trace with the baseline scorer and record the score",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ScoreRequest.model_json_schema()}},
+        }
+    },
+)
+def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
+    body = _read_body(request, limit=64 * 1024)
+    if not body.strip():
+        raise ValidationError(_MISSING_BODY)
+    try:
+        criteria = ScoreRequest.model_validate_json(body).criteria
+    except PydanticValidationError as exc:
+        raise ValidationError(
+            [{**e, "loc": ["body", *e["loc"]]} for e in errors_from_pydantic(exc)]
+        ) from None
+    try:
+        score = services.trace_score(trace_id=trace_id, criteria=criteria)
+    except Trace.DoesNotExist:
+        raise _not_found(trace_id) from None
+    return _json({"trace_id": str(trace_id), "score": score.score, "details": score.details}, 201)

@@ -33,11 +33,22 @@ class Score(models.Model):
     """One evaluation of a trace; every score request adds a row."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
-    criteria = models.CharField(max_length=64, db_index=True)
+    # Indexed below by (trace, created_at), which also serves the foreign key.
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, related_name="scores", db_index=False
+    )
+    criteria = models.CharField(max_length=64)
     score = models.FloatField()
     details = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The latest score of a trace (trace list and detail pages), and the cascade.
+            models.Index(fields=["trace", "created_at"], name="score_trace_created_at_idx"),
+            # Scores by criteria (admin filter).
+            models.Index(fields=["criteria"], name="score_criteria_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.criteria} {self.score} for {self.trace_id}"

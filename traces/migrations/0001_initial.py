@@ -30,11 +30,14 @@ class Migration(migrations.Migration):
             name='Score',
             fields=[
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('criteria', models.CharField(db_index=True, max_length=64)),
+                ('criteria', models.CharField(max_length=64)),
                 ('score', models.FloatField()),
                 ('details', models.JSONField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('trace', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='traces.trace')),
+                ('trace', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='traces.trace')),
             ],
+            options={
+                'indexes': [models.Index(fields=['trace', 'created_at'], name='score_trace_created_at_idx'), models.Index(fields=['criteria'], name='score_criteria_idx')],
+            },
         ),
     ]

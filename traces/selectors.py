@@ -1,0 +1,59 @@
+"""Reads of traces and scores shared by the API, the pages and other apps."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Substr
+
+from traces.models import Score, Trace
+
+PROMPT_PREVIEW_CHARS = 120
+
+
+def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
+    """One trace with its payload, or None."""
+    return Trace.objects.filter(pk=trace_id).first()
+
+
+def trace_summary_rows(*, limit: int, offset: int) -> list[tuple[uuid.UUID, datetime, str]]:
+    """`limit + 1` (id, created_at, trace_version) rows, newest first, id as tie-breaker.
+
+    Reads no payloads; served by the (created_at, id) index.
+    """
+    rows = Trace.objects.order_by("-created_at", "-id").values_list(
+        "id", "created_at", "trace_version"
+    )[offset : offset + limit + 1]
+    return list(rows)
+
+
+def trace_list_page(*, limit: int, offset: int) -> list[dict[str, Any]]:
+    """`limit + 1` rows for the HTML list: summary, a prompt preview, the latest score.
+
+    The preview is cut in the database (the payload never reaches Python) and
+    the latest score is a correlated subquery on the (trace, created_at) index,
+    so a page costs one query.
+    """
+    latest = Score.objects.filter(trace=OuterRef("pk")).order_by("-created_at", "-id")
+    rows = (
+        Trace.objects.order_by("-created_at", "-id")
+        .annotate(
+            prompt_preview=Substr(KT("payload__prompt"), 1, PROMPT_PREVIEW_CHARS + 1),
+            latest_score=Subquery(latest.values("score")[:1]),
+        )
+        .values("id", "created_at", "trace_version", "prompt_preview", "latest_score")
+    )[offset : offset + limit + 1]
+    return list(rows)
+
+
+def score_latest(*, trace_id: uuid.UUID) -> Score | None:
+    """The most recent score of a trace, or None."""
+    return Score.objects.filter(trace_id=trace_id).order_by("-created_at", "-id").first()
+
+
+def scores_of(*, trace_id: uuid.UUID) -> QuerySet[Score]:
+    return Score.objects.filter(trace_id=trace_id).order_by("-created_at", "-id")

@@ -1,0 +1,222 @@
+"""Everything that writes traces and scores.
+
+The API, the pages and `manage.py import_traces` call these functions; none of
+them creates a Trace or Score row on its own. Payloads given here are already
+normalised by `traces.schemas` (one schema, three entry points).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from traces.models import Score, Trace
+from traces.schemas import TraceInvalid, trace_payload_validate_json
+
+BASELINE = "baseline"
+
+
+def iso_z(moment: datetime) -> str:
+    """ISO-8601 in UTC with a `Z` suffix, as the original's trace responses render it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def trace_create(*, payload: dict[str, Any]) -> Trace:
+    """Store one normalised trace."""
+    return Trace.objects.create(
+        id=uuid.uuid4(),
+        created_at=timezone.now(),
+        trace_version=payload["trace_version"],
+        payload=payload,
+    )
+
+
+def trace_create_batch(*, payloads: list[dict[str, Any]]) -> list[Trace]:
+    """Store normalised traces all-or-nothing with one multi-row INSERT.
+
+    Every row of the batch carries the same insertion time; the returned
+    objects are exactly what was inserted (no re-read).
+    """
+    now = timezone.now()
+    rows = [
+        Trace(id=uuid.uuid4(), created_at=now, trace_version=p["trace_version"], payload=p)
+        for p in payloads
+    ]
+    with transaction.atomic():
+        Trace.objects.bulk_create(rows)
+    return rows
+
+
+# --- Scoring ---------------------------------------------------------------
+
+
+def baseline_score(*, payload: dict[str, Any], scored_at: datetime) -> tuple[float, dict[str, Any]]:
+    """The original's baseline scorer (REFERENCE §4.5), Python `round` included."""
+    steps = payload["steps"]
+    n = len(steps)
+    total_chars = sum(len(step["content"]) for step in steps)
+    avg_len = total_chars / n
+    step_score = min(n / 10, 1.0) * 50
+    length_score = min(avg_len / 500, 1.0) * 50
+    score = round(step_score + length_score, 2)
+    details = {
+        "step_count": n,
+        "avg_step_length": round(avg_len, 2),
+        "total_chars": total_chars,
+        "step_score": round(step_score, 2),
+        "length_score": round(length_score, 2),
+        "criteria": BASELINE,
+        "scored_at": iso_z(scored_at),
+    }
+    return score, details
+
+
+def trace_score(*, trace_id: uuid.UUID, criteria: str = BASELINE) -> Score:
+    """Score a trace and record the result (every call adds a row).
+
+    Raises `Trace.DoesNotExist` for an unknown id.
+    """
+    if criteria != BASELINE:
+        raise ValueError(f"unknown criteria {criteria!r}")
+    payload = Trace.objects.filter(pk=trace_id).values_list("payload", flat=True).first()
+    if payload is None:
+        raise Trace.DoesNotExist(f"Trace {trace_id} not found")
+    now = timezone.now()
+    score, details = baseline_score(payload=payload, scored_at=now)
+    return Score.objects.create(
+        id=uuid.uuid4(),
+        trace_id=trace_id,
+        criteria=criteria,
+        score=score,
+        details=details,
+        created_at=now,
+    )
+
+
+# --- Importing JSONL -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    rejected: int = 0
+    lines: int = 0
+    # The first `keep_rejections` rejections (all are passed to `on_reject`).
+    rejections: list[Rejection] = field(default_factory=list)
+    # True when --all-or-nothing discarded the good lines because of a bad one.
+    discarded: bool = False
+
+
+def _lines_bounded(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[bytes | None, int]]:
+    """Yield (line, bytes consumed) with at most `max_bytes + 1` bytes held at once.
+
+    A longer line yields (None, consumed) after its remainder is skipped, so a
+    file with one enormous line cannot exhaust memory.
+    """
+    while True:
+        line = stream.readline(max_bytes + 1)
+        if not line:
+            return
+        consumed = len(line)
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            while True:
+                rest = stream.readline(1 << 16)
+                consumed += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None, consumed
+        else:
+            yield line, consumed
+
+
+def trace_import(
+    *,
+    stream: IO[bytes],
+    batch_size: int = 1000,
+    all_or_nothing: bool = False,
+    max_line_bytes: int,
+    on_reject: Callable[[Rejection], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    keep_rejections: int = 200,
+) -> ImportResult:
+    """Import a JSONL stream of traces, one trace per line, in constant memory.
+
+    Each line goes through the API's schema; blank lines are skipped. Good
+    lines are inserted `batch_size` at a time. By default a bad line is
+    reported and the good ones are kept; with `all_or_nothing` the whole import
+    runs in one transaction that is rolled back if any line was rejected
+    (inserting stops at the first bad line, validation goes on to report every
+    bad line). `on_progress` receives the bytes consumed since its last call.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    result = ImportResult()
+    pending: list[Trace] = []
+    pending_bytes = 0
+
+    def reject(line_no: int, reason: str) -> None:
+        rejection = Rejection(line=line_no, reason=reason)
+        result.rejected += 1
+        if len(result.rejections) < keep_rejections:
+            result.rejections.append(rejection)
+        if on_reject is not None:
+            on_reject(rejection)
+
+    def flush() -> None:
+        nonlocal pending_bytes
+        if pending and not (all_or_nothing and result.rejected):
+            Trace.objects.bulk_create(pending)
+            result.created += len(pending)
+        pending.clear()
+        if on_progress is not None and pending_bytes:
+            on_progress(pending_bytes)
+        pending_bytes = 0
+
+    def run() -> None:
+        nonlocal pending_bytes
+        for line_no, (line, consumed) in enumerate(_lines_bounded(stream, max_line_bytes), 1):
+            result.lines = line_no
+            pending_bytes += consumed
+            if line is None:
+                reject(line_no, f"line exceeds maximum of {max_line_bytes} bytes")
+            elif line.strip():
+                try:
+                    payload = trace_payload_validate_json(line)
+                except TraceInvalid as exc:
+                    reject(line_no, str(exc))
+                else:
+                    if not (all_or_nothing and result.rejected):
+                        pending.append(
+                            Trace(
+                                id=uuid.uuid4(),
+                                created_at=timezone.now(),
+                                trace_version=payload["trace_version"],
+                                payload=payload,
+                            )
+                        )
+            if len(pending) >= batch_size or (not pending and pending_bytes >= 1 << 20):
+                flush()
+        flush()
+
+    if all_or_nothing:
+        with transaction.atomic():
+            run()
+            if result.rejected:
+                result.discarded = True
+                result.created = 0
+                transaction.set_rollback(True)
+    else:
+        run()
+    return result
