@@ -1,0 +1,122 @@
+"""Reads of the datasets app, shared by the API, the pages, the commands and the runs app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from django.db.models import QuerySet
+
+from datasets.exports import RENDERERS, check_format
+from datasets.keys import dataset_key_validate
+from datasets.models import Dataset
+from traces.models import Trace
+
+# Rows fetched per round trip while streaming an export.
+EXPORT_CHUNK_SIZE = 1000
+_EXPORT_COLUMNS = ("id", "created_at", "trace_version", "payload")
+
+
+def dataset_get(*, key: str) -> Dataset | None:
+    """The dataset with this key, or None. Raises InvalidDatasetKey for an invalid key."""
+    dataset_key_validate(key)
+    return Dataset.objects.filter(key=key).first()
+
+
+def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
+    """`limit` datasets from `offset`, newest first (created_at, then id)."""
+    return list(
+        Dataset.objects.order_by("-created_at", "-id").defer("filters", "stats")[
+            offset : offset + limit
+        ]
+    )
+
+
+def dataset_trace_count(*, key: str) -> int:
+    """How many of the dataset's traces still exist (0 for an unknown dataset)."""
+    dataset_key_validate(key)
+    return Trace.objects.filter(dataset_memberships__dataset__key=key).count()
+
+
+def dataset_trace_ids(*, dataset: Dataset) -> list[str]:
+    """The ids of the dataset's traces in selection order (deleted traces included)."""
+    return [
+        str(trace_id)
+        for trace_id in dataset.members.order_by("position").values_list("trace_id", flat=True)
+    ]
+
+
+def dataset_traces(*, dataset: Dataset, limit: int, offset: int) -> list[dict[str, Any]]:
+    """A page of the dataset's existing traces in selection order (for the dataset page)."""
+    rows = (
+        Trace.objects.filter(dataset_memberships__dataset=dataset)
+        .order_by("dataset_memberships__position")
+        .values(
+            "id", "created_at", "trace_version", "payload__prompt", "dataset_memberships__position"
+        )
+    )[offset : offset + limit]
+    return [
+        {
+            "id": row["id"],
+            "created_at": row["created_at"],
+            "trace_version": row["trace_version"],
+            "prompt": row["payload__prompt"],
+            "position": row["dataset_memberships__position"],
+        }
+        for row in rows
+    ]
+
+
+def _dataset_rows(dataset: Dataset) -> QuerySet[Trace, tuple[Any, ...]]:
+    return (
+        Trace.objects.filter(dataset_memberships__dataset_id=dataset.pk)
+        .order_by("dataset_memberships__position")
+        .values_list(*_EXPORT_COLUMNS)
+    )
+
+
+def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
+    """The dataset's records in format `fmt`, one JSON line (ending in "\\n") per trace.
+
+    Streamed from the database in chunks; membership order; traces deleted since
+    the build are skipped. Raises at call time (not on first iteration):
+    ValueError for an unknown format, InvalidDatasetKey for an invalid key,
+    LookupError for an unknown dataset.
+    """
+    render = RENDERERS[check_format(fmt)]
+    dataset = dataset_get(key=key)
+    if dataset is None:
+        raise LookupError(f"Dataset not found: {key}")
+    rows = _dataset_rows(dataset)
+
+    def lines() -> Iterator[str]:
+        for trace_id, created_at, trace_version, payload in rows.iterator(
+            chunk_size=EXPORT_CHUNK_SIZE
+        ):
+            yield render(trace_id, created_at, trace_version, payload, key)
+
+    return lines()
+
+
+def traces_export_lines(*, trace_ids: Sequence[uuid.UUID], fmt: str = "tunix_sft") -> Iterator[str]:
+    """Records of the given traces in list order: duplicates repeat, unknown ids are skipped.
+
+    Raises ValueError at call time for an unknown format.
+    """
+    render = RENDERERS[check_format(fmt)]
+    ids = list(trace_ids)
+
+    def lines() -> Iterator[str]:
+        for start in range(0, len(ids), EXPORT_CHUNK_SIZE):
+            chunk = ids[start : start + EXPORT_CHUNK_SIZE]
+            found = {
+                row[0]: row
+                for row in Trace.objects.filter(id__in=set(chunk)).values_list(*_EXPORT_COLUMNS)
+            }
+            for trace_id in chunk:
+                row = found.get(trace_id)
+                if row is not None:
+                    yield render(row[0], row[1], row[2], row[3], "")
+
+    return lines()

@@ -1,0 +1,425 @@
+"""Writes of the datasets app: building a dataset and materialising it on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
+
+from datasets.exports import check_format
+from datasets.keys import dataset_key_make, dataset_key_validate
+from datasets.models import Dataset, DatasetMember, SelectionStrategy
+from datasets.selectors import dataset_export_lines, dataset_get, dataset_trace_ids
+from traces.models import Trace
+
+LIMIT_MAX = 10_000
+NAME_MAX = 128
+VERSION_MAX = 64
+SESSION_ID_MAX = 128
+PARENT_DATASET_ID_MAX = 256
+TRAINING_RUN_ID_MAX = 128
+DATASET_SCHEMA_VERSION = "1.0"
+SEED_REQUIRED = "Random selection strategy requires a seed for reproducibility"
+
+_MEMBER_BATCH = 2000
+_PAYLOAD_BATCH = 1000
+
+
+class DatasetAlreadyExists(Exception):
+    """A dataset with this key was already built; versions are immutable (409)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Dataset {key} already exists; versions are immutable, build a new version instead"
+        )
+        self.key = key
+
+
+@dataclass(frozen=True)
+class MaterialisedDataset:
+    key: str
+    manifest_path: Path
+    jsonl_path: Path
+    trace_count: int
+
+
+# --- paths -------------------------------------------------------------------
+
+
+def datasets_root() -> Path:
+    return Path(settings.DATA_DIR) / "datasets"
+
+
+def dataset_dir(key: str) -> Path:
+    """DATA_DIR/datasets/<key> for a validated key (never creates anything)."""
+    dataset_key_validate(key)
+    root = datasets_root()
+    path = root / key
+    # Defence in depth: a valid key is a single path component inside the root.
+    if path.parent != root or path.name != key:
+        raise ValueError(f"dataset_key does not name a directory inside the data directory: {key}")
+    return path
+
+
+def manifest_relative_path(key: str) -> str:
+    return f"datasets/{dataset_key_validate(key)}/manifest.json"
+
+
+# --- filters -----------------------------------------------------------------
+
+
+def _json_type_names(value: Any) -> tuple[str, ...]:
+    """SQLite JSON_TYPE names a stored value must have to equal `value` exactly."""
+    if isinstance(value, bool):
+        return ("true",) if value else ("false",)
+    if isinstance(value, int | float):
+        return ("integer", "real")
+    if isinstance(value, str):
+        return ("text",)
+    if isinstance(value, list):
+        return ("array",)
+    return ("object",)
+
+
+_PAYLOAD = '"traces_trace"."payload"'
+_META = f"({_PAYLOAD} -> 'meta')"
+
+
+def _condition(sql: str, params: tuple[Any, ...]) -> RawSQL:
+    """A boolean SQL condition; every user-supplied value is a bound parameter."""
+    return RawSQL(sql, params, output_field=BooleanField())  # noqa: S611 - constant SQL text
+
+
+def _sqlite_condition(name: str, value: Any) -> RawSQL:
+    path = "$.meta." + json.dumps(name, ensure_ascii=False)
+    if value is None:
+        return _condition(
+            f"(JSON_TYPE({_PAYLOAD}, %s) IS NULL OR JSON_TYPE({_PAYLOAD}, %s) = 'null')",
+            (path, path),
+        )
+    types = _json_type_names(value)
+    placeholders = ", ".join(["%s"] * len(types))
+    return _condition(
+        f"(JSON_TYPE({_PAYLOAD}, %s) IN ({placeholders}) "
+        f"AND JSON_EXTRACT({_PAYLOAD}, %s) = JSON_EXTRACT(%s, '$'))",
+        (path, *types, path, json.dumps(value)),
+    )
+
+
+def _postgres_condition(name: str, value: Any) -> RawSQL:
+    if value is None:
+        return _condition(
+            f"(({_META} -> %s) IS NULL OR ({_META} -> %s) = 'null'::jsonb)",
+            (name, name),
+        )
+    return _condition(
+        f"(({_META} -> %s) = %s::jsonb)",
+        (name, json.dumps(value)),
+    )
+
+
+def traces_matching(filters: dict[str, Any]) -> QuerySet[Trace]:
+    """Traces whose `meta` matches every filter exactly (JSON equality, so 1 != "1").
+
+    A filter value null matches traces lacking the key or holding null; a null
+    `meta` counts as {}. Runs in the database over all traces. On PostgreSQL the
+    non-null values are also checked by containment, `payload -> 'meta' @> {...}`,
+    which the GIN index of migration 0002 serves, then by exact jsonb equality
+    (containment alone is looser for arrays and objects); on SQLite by JSON1
+    value and type checks (JSON_EXTRACT alone would equate true and 1).
+    """
+    queryset = Trace.objects.all()
+    on_postgres = connection.vendor == "postgresql"
+    contained = {name: value for name, value in filters.items() if value is not None}
+    if on_postgres and contained:
+        queryset = queryset.filter(
+            _condition(
+                f"{_META} @> %s::jsonb",
+                (json.dumps(contained),),
+            )
+        )
+    for name, value in filters.items():
+        if on_postgres:
+            queryset = queryset.filter(_postgres_condition(name, value))
+        else:
+            queryset = queryset.filter(_sqlite_condition(name, value))
+    return queryset
+
+
+# --- build -------------------------------------------------------------------
+
+
+def _check_length(field: str, value: str | None, maximum: int, *, required: bool = False) -> None:
+    if value is None:
+        if required:
+            raise ValueError(f"{field} is required")
+        return
+    if required and not value:
+        raise ValueError(f"{field} must not be empty")
+    if len(value) > maximum:
+        raise ValueError(f"{field} must be at most {maximum} characters")
+
+
+def _check_build_args(
+    *,
+    name: str,
+    version: str,
+    filters: dict[str, Any],
+    limit: int,
+    selection_strategy: str,
+    seed: int | None,
+    session_id: str | None,
+    parent_dataset_id: str | None,
+    training_run_id: str | None,
+) -> None:
+    _check_length("dataset_name", name, NAME_MAX, required=True)
+    _check_length("dataset_version", version, VERSION_MAX, required=True)
+    _check_length("session_id", session_id, SESSION_ID_MAX)
+    _check_length("parent_dataset_id", parent_dataset_id, PARENT_DATASET_ID_MAX)
+    _check_length("training_run_id", training_run_id, TRAINING_RUN_ID_MAX)
+    if not isinstance(filters, dict) or not all(isinstance(k, str) for k in filters):
+        raise ValueError("filters must be an object of meta keys to JSON values")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
+        raise ValueError(f"limit must be between 1 and {LIMIT_MAX}")
+    if selection_strategy not in SelectionStrategy.values:
+        raise ValueError("selection_strategy must be 'latest' or 'random'")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError("seed must be an integer")
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise ValueError("seed must fit in 64 bits")
+
+
+def _select(
+    filters: dict[str, Any], limit: int, strategy: str, seed: int | None
+) -> list[tuple[Any, dict[str, Any]]]:
+    """(trace id, payload) of the selected traces, in selection order."""
+    candidates = traces_matching(filters).order_by("-created_at", "-id")
+    if strategy == SelectionStrategy.LATEST:
+        return list(candidates.values_list("id", "payload")[:limit])
+    # random: a private RNG over the deterministic (newest first) candidate order.
+    ids = list(candidates.values_list("id", flat=True))
+    chosen = random.Random(seed).sample(ids, min(len(ids), limit))  # noqa: S311 - not crypto
+    payloads: dict[Any, dict[str, Any]] = {}
+    for start in range(0, len(chosen), _PAYLOAD_BATCH):
+        batch = chosen[start : start + _PAYLOAD_BATCH]
+        payloads.update(Trace.objects.filter(id__in=batch).values_list("id", "payload"))
+    return [(trace_id, payloads[trace_id]) for trace_id in chosen]
+
+
+def dataset_stats(payloads: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """§3.6 stats: counts of steps and characters (prompt + answer + step contents)."""
+    count = 0
+    step_total = 0
+    char_total = 0
+    step_min: int | None = None
+    step_max = 0
+    for payload in payloads:
+        steps = payload.get("steps") or []
+        n = len(steps)
+        chars = len(payload.get("prompt", "")) + len(payload.get("final_answer", ""))
+        chars += sum(len(step.get("content", "")) for step in steps)
+        count += 1
+        step_total += n
+        char_total += chars
+        step_min = n if step_min is None else min(step_min, n)
+        step_max = max(step_max, n)
+    if count == 0:
+        return {
+            "trace_count": 0,
+            "avg_step_count": 0.0,
+            "min_step_count": 0,
+            "max_step_count": 0,
+            "avg_total_chars": 0.0,
+        }
+    return {
+        "trace_count": count,
+        "avg_step_count": step_total / count,
+        "min_step_count": step_min,
+        "max_step_count": step_max,
+        "avg_total_chars": char_total / count,
+    }
+
+
+def dataset_build(
+    *,
+    name: str,
+    version: str,
+    filters: dict[str, Any] | None = None,
+    limit: int = 100,
+    selection_strategy: str = "latest",
+    seed: int | None = None,
+    session_id: str | None = None,
+    parent_dataset_id: str | None = None,
+    training_run_id: str | None = None,
+) -> Dataset:
+    """Select traces, store the dataset and its ordered members, write its manifest.json.
+
+    Raises ValueError (message names the field; SEED_REQUIRED for a random build
+    without a seed), InvalidDatasetKey, or DatasetAlreadyExists (nothing changes).
+    """
+    filters = {} if filters is None else filters
+    if selection_strategy == SelectionStrategy.RANDOM and seed is None:
+        raise ValueError(SEED_REQUIRED)
+    _check_build_args(
+        name=name,
+        version=version,
+        filters=filters,
+        limit=limit,
+        selection_strategy=selection_strategy,
+        seed=seed,
+        session_id=session_id,
+        parent_dataset_id=parent_dataset_id,
+        training_run_id=training_run_id,
+    )
+    key = dataset_key_make(name, version)
+    if Dataset.objects.filter(key=key).exists():
+        raise DatasetAlreadyExists(key)
+
+    selected = _select(filters, limit, selection_strategy, seed)
+    stats = dataset_stats(payload for _, payload in selected)
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                key=key,
+                name=name,
+                version=version,
+                filters=filters,
+                selection_strategy=selection_strategy,
+                seed=seed,
+                trace_count=len(selected),
+                stats=stats,
+                session_id=session_id,
+                parent_dataset_id=parent_dataset_id,
+                training_run_id=training_run_id,
+            )
+            DatasetMember.objects.bulk_create(
+                (
+                    DatasetMember(dataset=dataset, position=position, trace_id=trace_id)
+                    for position, (trace_id, _) in enumerate(selected)
+                ),
+                batch_size=_MEMBER_BATCH,
+            )
+    except IntegrityError:
+        # Someone built the same key between our check and our insert.
+        if Dataset.objects.filter(key=key).exists():
+            raise DatasetAlreadyExists(key) from None
+        raise
+    _write_manifest(dataset, [str(trace_id) for trace_id, _ in selected])
+    return dataset
+
+
+# --- manifest and materialisation ----------------------------------------------
+
+
+def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) -> dict[str, Any]:
+    """The §3.6 manifest of a dataset, rendered from the database."""
+    if trace_ids is None:
+        trace_ids = dataset_trace_ids(dataset=dataset)
+    created_at = dataset.created_at.isoformat().replace("+00:00", "Z")
+    return {
+        "dataset_key": dataset.key,
+        "build_id": str(dataset.build_id),
+        "dataset_name": dataset.name,
+        "dataset_version": dataset.version,
+        "dataset_schema_version": DATASET_SCHEMA_VERSION,
+        "created_at": created_at,
+        "filters": dataset.filters,
+        "selection_strategy": dataset.selection_strategy,
+        "seed": dataset.seed,
+        "trace_ids": trace_ids,
+        "trace_count": dataset.trace_count,
+        "stats": dataset.stats,
+        "session_id": dataset.session_id,
+        "parent_dataset_id": dataset.parent_dataset_id,
+        "training_run_id": dataset.training_run_id,
+    }
+
+
+def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
+    """Write `chunks` to a temporary file beside `path`, then rename it over `path`.
+
+    Returns the number of chunks written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_manifest(dataset: Dataset, trace_ids: list[str] | None = None) -> Path:
+    path = dataset_dir(dataset.key) / "manifest.json"
+    text = json.dumps(
+        dataset_manifest(dataset=dataset, trace_ids=trace_ids), indent=2, ensure_ascii=False
+    )
+    _atomic_write(path, [text + "\n"])
+    return path
+
+
+def dataset_materialise(*, key: str) -> MaterialisedDataset:
+    """Write DATA_DIR/datasets/<key>/manifest.json and <key>.jsonl (tunix_sft), atomically.
+
+    Raises InvalidDatasetKey for an invalid key and LookupError for an unknown dataset.
+    """
+    dataset = dataset_get(key=key)
+    if dataset is None:
+        raise LookupError(f"Dataset not found: {key}")
+    manifest_path = _write_manifest(dataset)
+    jsonl_path = dataset_dir(key) / f"{key}.jsonl"
+    count = dataset_write_jsonl(key=key, path=jsonl_path, fmt="tunix_sft")
+    return MaterialisedDataset(
+        key=key, manifest_path=manifest_path, jsonl_path=jsonl_path, trace_count=count
+    )
+
+
+def _buffered(lines: Iterator[str], size: int = 1 << 16) -> Iterator[str]:
+    buffer: list[str] = []
+    held = 0
+    for line in lines:
+        buffer.append(line)
+        held += len(line)
+        if held >= size:
+            yield "".join(buffer)
+            buffer, held = [], 0
+    if buffer:
+        yield "".join(buffer)
+
+
+def dataset_write_jsonl(*, key: str, path: Path, fmt: str = "tunix_sft") -> int:
+    """Stream the dataset's export in `fmt` into `path` (parents created); return the line count.
+
+    Raises ValueError for an unknown format, InvalidDatasetKey, LookupError for an unknown dataset.
+    """
+    check_format(fmt)
+    lines = dataset_export_lines(key=key, fmt=fmt)
+    count = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal count
+        for line in lines:
+            count += 1
+            yield line
+
+    _atomic_write(Path(path), _buffered(counted()))
+    return count
