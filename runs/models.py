@@ -1,1 +1,166 @@
-from django.db import models  # noqa: F401
+"""The run registry: every Tunix run ever launched, its audit trail and its metrics.
+
+Runs are immutable audit records once finished. Every status change goes through
+`runs.services` as a compare-and-set update plus a `RunEvent` row; nothing else
+sets `status`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    # `pending` is reserved for queued execution (seed answer 2): nothing writes it yet.
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+    TIMEOUT = "timeout", "timeout"
+
+
+class RunMode(models.TextChoices):
+    DRY_RUN = "dry-run", "dry-run"
+    LOCAL = "local", "local"
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT})
+
+
+def _list_index(*equality: str, name: str) -> models.Index:
+    """An index serving `WHERE <equality columns> ORDER BY created_at DESC, run_id DESC`."""
+    return models.Index(fields=[*equality, "-created_at", "-run_id"], name=name)
+
+
+class TunixRun(models.Model):
+    """One launched run (dry-run or local). See the 0001 migration for when fields are null."""
+
+    run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    dataset_key = models.CharField(max_length=256)
+    model_id = models.CharField(max_length=256)
+    mode = models.CharField(max_length=16, choices=RunMode.choices)
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    stdout = models.TextField(default="", blank=True)
+    stderr = models.TextField(default="", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Relative to the data directory when under it (never an absolute server path
+    # there); absolute only under an operator-allowed TUNIX_OUTPUT_ROOTS entry.
+    output_dir = models.CharField(max_length=512)
+    # The full validated request (hyperparameters included), as given.
+    config = models.JSONField(default=dict)
+    # The message the launch returned (stored, not reconstructed as the original did).
+    message = models.TextField(default="", blank=True)
+    # The trainer subprocess of a local run.
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    # The process that executes the run and will write its outcome (a web worker or
+    # `manage.py tunix_run`); the reaper fails running runs whose supervisor is gone.
+    supervisor_host = models.CharField(max_length=255, blank=True, default="")
+    supervisor_pid = models.IntegerField(null=True, blank=True)
+    # Identifies that process beyond its pid (boot id + start time on Linux), so a
+    # recycled pid after a restart is not mistaken for the original process.
+    supervisor_fingerprint = models.CharField(max_length=128, blank=True, default="")
+    # Metrics summary (issue 7), from the trainer's metrics.jsonl at the end of a local run.
+    metrics_steps = models.IntegerField(null=True, blank=True)
+    final_loss = models.FloatField(null=True, blank=True)
+    best_eval_loss = models.FloatField(null=True, blank=True)
+    # Mean tokens/second over the logged steps.
+    tokens_per_second = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-run_id"]
+        indexes = [
+            # GET /api/tunix/runs and the history page without filters; also
+            # "recent runs" by created_at (seed answer 3) and keyset cursors.
+            _list_index(name="run_list_idx"),
+            # The list filtered by status.
+            _list_index("status", name="run_list_status_idx"),
+            # The list filtered by dataset_key; also any lookup by dataset_key (seed answer 3).
+            _list_index("dataset_key", name="run_list_dataset_idx"),
+            # The list filtered by mode.
+            _list_index("mode", name="run_list_mode_idx"),
+            # The list filtered by dataset_key + status (the history's "failed runs of X").
+            _list_index("dataset_key", "status", name="run_list_dataset_status_idx"),
+            # The list filtered by status + mode.
+            _list_index("status", "mode", name="run_list_status_mode_idx"),
+            # The list filtered by dataset_key + mode.
+            _list_index("dataset_key", "mode", name="run_list_dataset_mode_idx"),
+            # The list filtered by all three.
+            _list_index("dataset_key", "status", "mode", name="run_list_all_idx"),
+            # The reaper: only the few running runs, never the whole table.
+            models.Index(
+                fields=["supervisor_host"],
+                name="run_active_idx",
+                condition=models.Q(status__in=["pending", "running"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} ({self.mode}, {self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def metrics_summary(self) -> dict[str, float | int | None] | None:
+        """The additive `metrics` object of the API, or None when nothing was ingested."""
+        if self.metrics_steps is None:
+            return None
+        return {
+            "steps": self.metrics_steps,
+            "final_loss": self.final_loss,
+            "best_eval_loss": self.best_eval_loss,
+            "tokens_per_second": self.tokens_per_second,
+        }
+
+
+class RunEvent(models.Model):
+    """An audit row for every status change of a run (creation included)."""
+
+    run = models.ForeignKey(TunixRun, on_delete=models.CASCADE, related_name="events")
+    # Null (not "") on the creation event: there was no status before it.
+    from_status = models.CharField(  # noqa: DJ001
+        max_length=16, choices=RunStatus.choices, null=True, blank=True
+    )
+    to_status = models.CharField(max_length=16, choices=RunStatus.choices)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            # A run's events, oldest first (run page, admin inline).
+            models.Index(fields=["run", "created_at", "id"], name="runevent_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class RunMetric(models.Model):
+    """One logged training step of a local run, from the trainer's metrics.jsonl."""
+
+    run = models.ForeignKey(TunixRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.IntegerField()
+    loss = models.FloatField()
+    eval_loss = models.FloatField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    elapsed_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [
+            # One row per step; also serves a run's series by step (metrics endpoint, chart).
+            models.UniqueConstraint(fields=["run", "step"], name="runmetric_run_step_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} step {self.step}: {self.loss}"

@@ -184,6 +184,11 @@ else:
     TUNIX_TRAINER_COMMAND = [sys.executable, "-m", "runs.trainer"]
 # The importable module whose presence means the Tunix runtime is installed.
 TUNIX_RUNTIME_MODULE = env_str("TUNIX_RUNTIME_MODULE", "tunix")
+# How long the write that records a finished run may wait for a database lock
+# (PostgreSQL lock_timeout) before giving up; the client still gets the outcome.
+TUNIX_RUN_DB_LOCK_TIMEOUT_MS = env_int(
+    "TUNIX_RUN_DB_LOCK_TIMEOUT_MS", 5000, minimum=50, maximum=600_000
+)
 # Absolute directories, besides DATA_DIR/outputs, where a run may write checkpoints.
 TUNIX_OUTPUT_ROOTS = [
     Path(p).expanduser().resolve() for p in env_list("TUNIX_OUTPUT_ROOTS", [], sep=":")

@@ -1,0 +1,131 @@
+"""Reads of the run registry shared by the API, the pages and the commands."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+
+from runs.models import RunEvent, RunMetric, TunixRun
+
+LOG_STREAMS = ("stdout", "stderr")
+# The big columns a list never reads.
+LIST_DEFERRED = ("stdout", "stderr", "config")
+# From this offset on, a page first reads its ids from an index alone, then the rows.
+DEEP_OFFSET = 200
+
+
+class InvalidCursor(ValueError):
+    """A `cursor` that this server did not hand out."""
+
+
+@dataclass(frozen=True)
+class RunPage:
+    items: list[TunixRun]
+    # {"limit", "offset", "next_offset", "next_cursor"}
+    pagination: dict[str, Any]
+
+
+def cursor_encode(run: TunixRun) -> str:
+    raw = f"{run.created_at.isoformat()}|{run.run_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, run_id = raw.split("|")
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, uuid.UUID(run_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not a valid page cursor") from None
+
+
+def _filtered(status: str | None, dataset_key: str | None, mode: str | None) -> QuerySet[TunixRun]:
+    qs = TunixRun.objects.all()
+    # Empty strings are absent filters, as in the original.
+    if status:
+        qs = qs.filter(status=status)
+    if dataset_key:
+        qs = qs.filter(dataset_key=dataset_key)
+    if mode:
+        qs = qs.filter(mode=mode)
+    return qs.order_by("-created_at", "-run_id")
+
+
+def run_list(
+    *,
+    status: str | None = None,
+    dataset_key: str | None = None,
+    mode: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> RunPage:
+    """A page of runs, newest first (created_at, then run_id), filters combined with AND.
+
+    With a `cursor` (from a previous page's `next_cursor`) the page starts right after
+    that run whatever its depth, and `offset` is ignored. Items have stdout, stderr
+    and config deferred. Raises InvalidCursor for a cursor this server did not issue.
+    """
+    qs = _filtered(status, dataset_key, mode)
+    if cursor:
+        created_at, run_id = cursor_decode(cursor)
+        qs = qs.filter(created_at__lte=created_at).exclude(
+            Q(created_at=created_at) & Q(run_id__gte=run_id)
+        )
+        offset = 0
+    if offset >= DEEP_OFFSET:
+        # Index-only scan for the ids of the page, then only those rows.
+        ids = list(qs.values_list("run_id", flat=True)[offset : offset + limit + 1])
+        by_id = {r.run_id: r for r in TunixRun.objects.filter(run_id__in=ids).defer(*LIST_DEFERRED)}
+        rows = [by_id[i] for i in ids if i in by_id]
+    else:
+        rows = list(qs.defer(*LIST_DEFERRED)[offset : offset + limit + 1])
+    has_more = len(rows) > limit
+    items = rows[:limit]
+    return RunPage(
+        items=items,
+        pagination={
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if has_more and not cursor else None,
+            "next_cursor": cursor_encode(items[-1]) if has_more else None,
+        },
+    )
+
+
+def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
+    return TunixRun.objects.filter(pk=run_id).first()
+
+
+def run_events(*, run_id: uuid.UUID) -> list[RunEvent]:
+    """A run's status changes, oldest first."""
+    return list(RunEvent.objects.filter(run_id=run_id).order_by("created_at", "id"))
+
+
+def run_metrics(*, run_id: uuid.UUID) -> list[RunMetric]:
+    """A run's logged steps, by step."""
+    return list(RunMetric.objects.filter(run_id=run_id).order_by("step"))
+
+
+def run_directory(*, run_id: uuid.UUID) -> Path:
+    """DATA_DIR/runs/<run_id>: manifest, materialised dataset, logs, metrics of a run."""
+    return Path(settings.DATA_DIR) / "runs" / str(uuid.UUID(str(run_id)))
+
+
+def run_log_path(*, run_id: uuid.UUID, stream: str) -> Path | None:
+    """The complete stdout/stderr log of a local run, if it exists."""
+    if stream not in LOG_STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(LOG_STREAMS)}")
+    path = run_directory(run_id=run_id) / f"{stream}.log"
+    return path if path.is_file() else None
