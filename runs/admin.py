@@ -1,1 +1,136 @@
-from django.contrib import admin  # noqa: F401
+"""Admin of the run registry: read-only for everyone, superusers included.
+
+Runs are immutable audit records (seed answers 25-27); the admin inspects them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from runs.models import RunEvent, TunixRun
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RunEventInline(ReadOnlyMixin, admin.TabularInline):
+    model = RunEvent
+    fields = ("created_at", "from_status", "to_status", "reason")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("created_at", "id")
+
+
+@admin.register(TunixRun)
+class TunixRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "run_id",
+        "dataset_key",
+        "model_id",
+        "mode",
+        "status",
+        "exit_code",
+        "created_at",
+        "duration_seconds",
+        "metrics_count",
+    )
+    list_filter = ("status", "mode", "dataset_key")
+    search_fields = ("=run_id", "dataset_key")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-run_id")
+    list_per_page = 50
+    show_full_result_count = False
+    inlines = (RunEventInline,)
+    fieldsets = (
+        (None, {"fields": ("run_id", "status", "mode", "dataset_key", "model_id", "message")}),
+        (
+            "Timing",
+            {"fields": ("created_at", "started_at", "completed_at", "duration_seconds")},
+        ),
+        ("Outcome", {"fields": ("exit_code", "stdout_block", "stderr_block")}),
+        (
+            "Metrics",
+            {
+                "fields": (
+                    "metrics_count",
+                    "metrics_steps",
+                    "final_loss",
+                    "best_eval_loss",
+                    "tokens_per_second",
+                )
+            },
+        ),
+        (
+            "Execution",
+            {
+                "fields": (
+                    "output_dir",
+                    "config",
+                    "host",
+                    "pid",
+                    "supervisor_host",
+                    "supervisor_pid",
+                )
+            },
+        ),
+    )
+    readonly_fields = (
+        "run_id",
+        "status",
+        "mode",
+        "dataset_key",
+        "model_id",
+        "message",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
+        "exit_code",
+        "stdout_block",
+        "stderr_block",
+        "metrics_count",
+        "metrics_steps",
+        "final_loss",
+        "best_eval_loss",
+        "tokens_per_second",
+        "output_dir",
+        "config",
+        "host",
+        "pid",
+        "supervisor_host",
+        "supervisor_pid",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TunixRun]:
+        qs = super().get_queryset(request).annotate(metric_rows=Count("metrics"))
+        match = request.resolver_match
+        if match and (match.url_name or "").endswith("changelist"):
+            qs = qs.defer("stdout", "stderr", "config")
+        return qs
+
+    @admin.display(description="metrics", ordering="metric_rows")
+    def metrics_count(self, obj: TunixRun) -> int:
+        return int(getattr(obj, "metric_rows", 0) or 0)
+
+    @admin.display(description="stdout")
+    def stdout_block(self, obj: TunixRun) -> str:
+        # format_html escapes the output: run output is never marked safe.
+        return format_html('<pre class="run-output">{}</pre>', obj.stdout)
+
+    @admin.display(description="stderr")
+    def stderr_block(self, obj: TunixRun) -> str:
+        return format_html('<pre class="run-output">{}</pre>', obj.stderr)

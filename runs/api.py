@@ -46,7 +46,7 @@ def _valid_key(key: str) -> str:
     try:
         return dataset_key_validate(key)
     except InvalidDatasetKey as exc:
-        raise HttpError(422, f"dataset_key: {exc}") from None
+        raise HttpError(422, str(exc)) from None
 
 
 @router.get("/status", response=TunixStatusResponse, summary="Is the Tunix runtime installed?")

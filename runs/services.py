@@ -294,7 +294,7 @@ def run_start(*, request: TunixRunRequest) -> TunixRun:
     try:
         dataset_key_validate(request.dataset_key)
     except InvalidDatasetKey as exc:
-        raise InvalidRunRequest("dataset_key", f"dataset_key: {exc}") from None
+        raise InvalidRunRequest("dataset_key", str(exc)) from None
     run_id = uuid.uuid4()
     stored_output_dir, _ = output_dir_resolve(run_id=run_id, output_dir=request.output_dir)
     run = run_launch(request=request, run_id=run_id, output_dir=stored_output_dir)
