@@ -1,5 +1,212 @@
-"""JSON API of the datasets app (mounted by tunix_registry.api)."""
+"""JSON API of the datasets app (mounted at /api/datasets by tunix_registry.api).
 
-from ninja import Router
+Paths, fields, status codes and messages follow REFERENCE §5 with the fixes of
+issue 4: keys validated on every entry (422 naming the field), 409 for an
+existing version, relative `manifest_path`, streamed exports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from datasets import selectors, services
+from datasets.exports import FORMATS
+from datasets.keys import InvalidDatasetKey, dataset_key_validate
+from datasets.models import Dataset
+from tunix_registry.pagination import PaginationOut, check_page, page_of
 
 router = Router(tags=["datasets"])
+
+NDJSON = "application/x-ndjson"
+# Lines are grouped into chunks of about this many characters before they are sent.
+STREAM_CHUNK_CHARS = 64 * 1024
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+class DatasetBuildIn(Schema):
+    dataset_name: str = Field(..., min_length=1, max_length=services.NAME_MAX)
+    dataset_version: str = Field(..., min_length=1, max_length=services.VERSION_MAX)
+    filters: dict[str, Any] = Field(default_factory=dict)
+    limit: int = Field(100, ge=1, le=services.LIMIT_MAX)
+    selection_strategy: Literal["latest", "random"] = "latest"
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    session_id: str | None = Field(None, max_length=services.SESSION_ID_MAX)
+    parent_dataset_id: str | None = Field(None, max_length=services.PARENT_DATASET_ID_MAX)
+    training_run_id: str | None = Field(None, max_length=services.TRAINING_RUN_ID_MAX)
+
+
+class DatasetBuildOut(Schema):
+    dataset_key: str
+    build_id: uuid.UUID
+    trace_count: int
+    manifest_path: str
+
+
+class DatasetSummaryOut(Schema):
+    dataset_key: str
+    build_id: uuid.UUID
+    dataset_name: str
+    dataset_version: str
+    created_at: str
+    selection_strategy: str
+    seed: int | None
+    trace_count: int
+
+
+class DatasetListOut(Schema):
+    data: list[DatasetSummaryOut]
+    pagination: PaginationOut
+
+
+class DatasetStatsOut(Schema):
+    trace_count: int
+    avg_step_count: float
+    min_step_count: int
+    max_step_count: int
+    avg_total_chars: float
+
+
+class DatasetManifestOut(Schema):
+    dataset_key: str
+    build_id: uuid.UUID
+    dataset_name: str
+    dataset_version: str
+    dataset_schema_version: str
+    created_at: str
+    filters: dict[str, Any]
+    selection_strategy: str
+    seed: int | None
+    trace_ids: list[str]
+    trace_count: int
+    stats: DatasetStatsOut
+    session_id: str | None
+    parent_dataset_id: str | None
+    training_run_id: str | None
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _valid_key(key: str) -> str:
+    try:
+        return dataset_key_validate(key)
+    except InvalidDatasetKey as exc:
+        raise HttpError(422, str(exc)) from None
+
+
+def _existing(key: str) -> Dataset:
+    dataset = selectors.dataset_get(key=_valid_key(key))
+    if dataset is None:
+        raise HttpError(404, f"Dataset not found: {key}")
+    return dataset
+
+
+def chunked(lines: Iterator[str], size: int = STREAM_CHUNK_CHARS) -> Iterator[bytes]:
+    """Group lines into ~`size` character chunks (fewer writes than one per line)."""
+    buffer: list[str] = []
+    held = 0
+    for line in lines:
+        buffer.append(line)
+        held += len(line)
+        if held >= size:
+            yield "".join(buffer).encode()
+            buffer, held = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
+
+
+@router.post(
+    "/build",
+    response={201: DatasetBuildOut, 409: ErrorOut, 422: ErrorOut},
+    summary="Build an immutable dataset version from traces",
+)
+def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[dict[str, Any]]:
+    try:
+        dataset = services.dataset_build(
+            name=body.dataset_name,
+            version=body.dataset_version,
+            filters=body.filters,
+            limit=body.limit,
+            selection_strategy=body.selection_strategy,
+            seed=body.seed,
+            session_id=body.session_id,
+            parent_dataset_id=body.parent_dataset_id,
+            training_run_id=body.training_run_id,
+        )
+    except services.DatasetAlreadyExists as exc:
+        raise HttpError(409, str(exc)) from None
+    except ValueError as exc:  # InvalidDatasetKey included
+        raise HttpError(422, str(exc)) from None
+    return Status(
+        201,
+        {
+            "dataset_key": dataset.key,
+            "build_id": dataset.build_id,
+            "trace_count": dataset.trace_count,
+            "manifest_path": services.manifest_relative_path(dataset.key),
+        },
+    )
+
+
+@router.get("", response={200: DatasetListOut}, summary="List datasets, newest first")
+def dataset_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    check_page(limit, offset)
+    rows = selectors.dataset_list(limit=limit + 1, offset=offset)
+    items, pagination = page_of(rows, limit, offset)
+    return {
+        "data": [
+            {
+                "dataset_key": d.key,
+                "build_id": d.build_id,
+                "dataset_name": d.name,
+                "dataset_version": d.version,
+                "created_at": _iso_z(d.created_at),
+                "selection_strategy": d.selection_strategy,
+                "seed": d.seed,
+                "trace_count": d.trace_count,
+            }
+            for d in items
+        ],
+        "pagination": pagination,
+    }
+
+
+class ExportQuery(Schema):
+    format: str = "trace"
+
+
+@router.get(
+    "/{path:dataset_key}/export.jsonl",
+    response={200: None, 404: ErrorOut, 422: ErrorOut},
+    summary="Export a dataset as NDJSON (trace, tunix_sft or training_example), streamed",
+)
+def dataset_export(
+    request: HttpRequest, dataset_key: str, query: Query[ExportQuery]
+) -> StreamingHttpResponse:
+    if query.format not in FORMATS:
+        raise HttpError(
+            422, f"format must be one of {', '.join(FORMATS)} (got {query.format[:40]!r})"
+        )
+    dataset = _existing(dataset_key)
+    lines = selectors.dataset_export_lines(key=dataset.key, fmt=query.format)
+    return StreamingHttpResponse(chunked(lines), content_type=NDJSON)
+
+
+@router.get(
+    "/{path:dataset_key}",
+    response={200: DatasetManifestOut, 404: ErrorOut, 422: ErrorOut},
+    summary="A dataset's manifest",
+)
+def dataset_manifest(request: HttpRequest, dataset_key: str) -> dict[str, Any]:
+    return selectors.dataset_manifest(dataset=_existing(dataset_key))

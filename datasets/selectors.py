@@ -16,6 +16,7 @@ from traces.models import Trace
 # Rows fetched per round trip while streaming an export.
 EXPORT_CHUNK_SIZE = 1000
 _EXPORT_COLUMNS = ("id", "created_at", "trace_version", "payload")
+DATASET_SCHEMA_VERSION = "1.0"
 
 
 def dataset_get(*, key: str) -> Dataset | None:
@@ -66,6 +67,30 @@ def dataset_traces(*, dataset: Dataset, limit: int, offset: int) -> list[dict[st
         }
         for row in rows
     ]
+
+
+def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) -> dict[str, Any]:
+    """The §3.6 manifest of a dataset, rendered from the database."""
+    if trace_ids is None:
+        trace_ids = dataset_trace_ids(dataset=dataset)
+    created_at = dataset.created_at.isoformat().replace("+00:00", "Z")
+    return {
+        "dataset_key": dataset.key,
+        "build_id": str(dataset.build_id),
+        "dataset_name": dataset.name,
+        "dataset_version": dataset.version,
+        "dataset_schema_version": DATASET_SCHEMA_VERSION,
+        "created_at": created_at,
+        "filters": dataset.filters,
+        "selection_strategy": dataset.selection_strategy,
+        "seed": dataset.seed,
+        "trace_ids": trace_ids,
+        "trace_count": dataset.trace_count,
+        "stats": dataset.stats,
+        "session_id": dataset.session_id,
+        "parent_dataset_id": dataset.parent_dataset_id,
+        "training_run_id": dataset.training_run_id,
+    }
 
 
 def _dataset_rows(dataset: Dataset) -> QuerySet[Trace, tuple[Any, ...]]:

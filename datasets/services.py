@@ -19,7 +19,7 @@ from django.db.models.expressions import RawSQL
 from datasets.exports import check_format
 from datasets.keys import dataset_key_make, dataset_key_validate
 from datasets.models import Dataset, DatasetMember, SelectionStrategy
-from datasets.selectors import dataset_export_lines, dataset_get, dataset_trace_ids
+from datasets.selectors import dataset_export_lines, dataset_get, dataset_manifest
 from traces.models import Trace
 
 LIMIT_MAX = 10_000
@@ -28,7 +28,6 @@ VERSION_MAX = 64
 SESSION_ID_MAX = 128
 PARENT_DATASET_ID_MAX = 256
 TRAINING_RUN_ID_MAX = 128
-DATASET_SCHEMA_VERSION = "1.0"
 SEED_REQUIRED = "Random selection strategy requires a seed for reproducibility"
 
 _MEMBER_BATCH = 2000
@@ -101,14 +100,25 @@ def _condition(sql: str, params: tuple[Any, ...]) -> RawSQL:
 
 
 def _sqlite_condition(name: str, value: Any) -> RawSQL:
-    path = "$.meta." + json.dumps(name, ensure_ascii=False)
+    types = _json_type_names(value) if value is not None else ()
+    placeholders = ", ".join(["%s"] * len(types))
+    if '"' in name or "\\" in name:
+        # JSON paths cannot name such keys in SQLite; look the key up among meta's members.
+        member = f"SELECT 1 FROM json_each({_PAYLOAD}, '$.meta') AS m WHERE m.key = %s"  # noqa: S608
+        if value is None:
+            return _condition(f"NOT EXISTS ({member} AND m.type != 'null')", (name,))
+        return _condition(
+            f"EXISTS ({member} AND m.type IN ({placeholders}) AND m.value = JSON_EXTRACT(%s, '$'))",
+            (name, *types, json.dumps(value)),
+        )
+    # SQLite matches path labels against the stored text, which Django writes
+    # with json.dumps' default escaping; quote the key the same way.
+    path = "$.meta." + json.dumps(name)
     if value is None:
         return _condition(
             f"(JSON_TYPE({_PAYLOAD}, %s) IS NULL OR JSON_TYPE({_PAYLOAD}, %s) = 'null')",
             (path, path),
         )
-    types = _json_type_names(value)
-    placeholders = ", ".join(["%s"] * len(types))
     return _condition(
         f"(JSON_TYPE({_PAYLOAD}, %s) IN ({placeholders}) "
         f"AND JSON_EXTRACT({_PAYLOAD}, %s) = JSON_EXTRACT(%s, '$'))",
@@ -319,30 +329,6 @@ def dataset_build(
 
 
 # --- manifest and materialisation ----------------------------------------------
-
-
-def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) -> dict[str, Any]:
-    """The §3.6 manifest of a dataset, rendered from the database."""
-    if trace_ids is None:
-        trace_ids = dataset_trace_ids(dataset=dataset)
-    created_at = dataset.created_at.isoformat().replace("+00:00", "Z")
-    return {
-        "dataset_key": dataset.key,
-        "build_id": str(dataset.build_id),
-        "dataset_name": dataset.name,
-        "dataset_version": dataset.version,
-        "dataset_schema_version": DATASET_SCHEMA_VERSION,
-        "created_at": created_at,
-        "filters": dataset.filters,
-        "selection_strategy": dataset.selection_strategy,
-        "seed": dataset.seed,
-        "trace_ids": trace_ids,
-        "trace_count": dataset.trace_count,
-        "stats": dataset.stats,
-        "session_id": dataset.session_id,
-        "parent_dataset_id": dataset.parent_dataset_id,
-        "training_run_id": dataset.training_run_id,
-    }
 
 
 def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
