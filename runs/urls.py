@@ -6,4 +6,8 @@ app_name = "runs"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("runs/history/", views.history, name="history"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="detail"),
+    path("runs/<uuid:run_id>/row/", views.run_row, name="row"),
+    path("runs/<uuid:run_id>/logs/<str:stream>.log", views.run_log, name="log"),
 ]

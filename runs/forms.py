@@ -1,0 +1,213 @@
+"""Forms of the run pages: the launch form and the history filters.
+
+The launch form has one source of truth for its rules: `TunixRunRequest`, the
+schema of `POST /api/tunix/run`. Django fields only turn the posted strings
+into numbers and booleans; the ranges, lengths and defaults come from the
+schema (its errors are mapped back to the field they name, and the bounds are
+read from it for the inputs' hints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import annotated_types
+import pydantic
+from django import forms
+from django.db import models
+
+from runs.models import RunMode, RunStatus
+from runs.schemas import TunixRunRequest
+from tunix_registry.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
+
+DEFAULT_MODEL_ID = "google/gemma-2b-it"
+# The fields of TunixRunRequest, in form order.
+LAUNCH_FIELDS = (
+    "dataset_key",
+    "model_id",
+    "output_dir",
+    "learning_rate",
+    "num_epochs",
+    "batch_size",
+    "max_seq_length",
+    "dry_run",
+)
+
+
+def schema_bounds(name: str) -> dict[str, Any]:
+    """The constraints TunixRunRequest declares on one field (min_length, ge, le, gt, ...)."""
+    bounds: dict[str, Any] = {}
+    for item in TunixRunRequest.model_fields[name].metadata:
+        for attr in ("min_length", "max_length", "gt", "ge", "lt", "le"):
+            value = getattr(item, attr, None)
+            if value is not None and isinstance(item, annotated_types.BaseMetadata):
+                bounds[attr] = value
+    return bounds
+
+
+def schema_default(name: str) -> Any:
+    return TunixRunRequest.model_fields[name].default
+
+
+def _range_help(name: str) -> str:
+    """'1-100, default 3' or 'above 0, at most 1.0, default 2e-05' from the schema."""
+    bounds = schema_bounds(name)
+    if "ge" in bounds:
+        span = f"{bounds['ge']}–{bounds['le']}"
+    else:
+        span = f"above {bounds['gt']}, at most {bounds['le']}"
+    return f"{span}, default {schema_default(name)}"
+
+
+def _number_attrs(name: str) -> dict[str, Any]:
+    bounds = schema_bounds(name)
+    attrs: dict[str, Any] = {"inputmode": "numeric"}
+    if "ge" in bounds:
+        attrs["min"] = bounds["ge"]
+    if "le" in bounds:
+        attrs["max"] = bounds["le"]
+    return attrs
+
+
+def _text_attrs(name: str, **extra: Any) -> dict[str, Any]:
+    bounds = schema_bounds(name)
+    attrs = {"maxlength": bounds["max_length"]} if "max_length" in bounds else {}
+    return {"autocomplete": "off", "spellcheck": "false", **attrs, **extra}
+
+
+def _error_message(error: Any) -> str:
+    """A person-readable text for one pydantic error (the API keeps pydantic's own)."""
+    ctx = error.get("ctx") or {}
+    if error["type"] == "missing" or (
+        error["type"] == "string_too_short" and ctx.get("min_length") == 1
+    ):
+        return "This field is required."
+    return str(error["msg"])
+
+
+class LaunchForm(forms.Form):
+    """The Tunix panel's launch form; `run_request` holds the validated request."""
+
+    dataset_key = forms.CharField(
+        required=False,
+        label="Dataset",
+        help_text="The key of a built dataset (name-version).",
+        widget=forms.TextInput(
+            attrs=_text_attrs("dataset_key", placeholder="my_dataset-v1", list="dataset-keys")
+        ),
+    )
+    model_id = forms.CharField(
+        required=False,
+        label="Model id",
+        initial=DEFAULT_MODEL_ID,
+        help_text="A hub id or checkpoint directory; tiny-qwen3 trains on a CPU in seconds.",
+        widget=forms.TextInput(attrs=_text_attrs("model_id")),
+    )
+    output_dir = forms.CharField(
+        required=False,
+        label="Output directory",
+        help_text="Optional; under the data directory. Default: outputs/tunix_run_<id>.",
+        widget=forms.TextInput(attrs=_text_attrs("output_dir", placeholder="outputs/my_run")),
+    )
+    learning_rate = forms.FloatField(
+        required=False,
+        label="Learning rate",
+        initial=schema_default("learning_rate"),
+        help_text=_range_help("learning_rate"),
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+    )
+    num_epochs = forms.IntegerField(
+        required=False,
+        label="Epochs",
+        initial=schema_default("num_epochs"),
+        help_text=_range_help("num_epochs"),
+        widget=forms.NumberInput(attrs=_number_attrs("num_epochs")),
+    )
+    batch_size = forms.IntegerField(
+        required=False,
+        label="Batch size",
+        initial=schema_default("batch_size"),
+        help_text=_range_help("batch_size"),
+        widget=forms.NumberInput(attrs=_number_attrs("batch_size")),
+    )
+    max_seq_length = forms.IntegerField(
+        required=False,
+        label="Max sequence length",
+        initial=schema_default("max_seq_length"),
+        help_text=_range_help("max_seq_length"),
+        widget=forms.NumberInput(attrs=_number_attrs("max_seq_length")),
+    )
+    dry_run = forms.BooleanField(
+        required=False,
+        label="Dry run",
+        initial=schema_default("dry_run"),
+        help_text="Validate the dataset without training. Turn off to train locally with Tunix.",
+    )
+
+    run_request: TunixRunRequest | None = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        payload: dict[str, Any] = {}
+        for name in LAUNCH_FIELDS:
+            value = data.get(name)
+            # A blank box means "not given": the schema's default (or its error) applies.
+            if name in self.errors or value is None or value == "":
+                continue
+            payload[name] = value
+        payload["dry_run"] = bool(data.get("dry_run"))
+        try:
+            self.run_request = TunixRunRequest(**payload)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors():
+                loc = error.get("loc") or ()
+                field = str(loc[0]) if loc else None
+                if field in self.errors:
+                    continue  # already reported as unparseable
+                self.add_error(field if field in self.fields else None, _error_message(error))
+        return data
+
+    @classmethod
+    def initial_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Initial values for "launch again": a stored run's validated request."""
+        return {
+            name: config[name]
+            for name in LAUNCH_FIELDS
+            if name in config and config[name] is not None
+        }
+
+
+def _choices(enum: type[models.TextChoices]) -> list[tuple[str, str]]:
+    return [("", "Any"), *enum.choices]
+
+
+class HistoryFilterForm(forms.Form):
+    """The run history's query string: the API's own parameter names."""
+
+    status = forms.ChoiceField(required=False, choices=_choices(RunStatus))
+    mode = forms.ChoiceField(required=False, choices=_choices(RunMode))
+    dataset_key = forms.CharField(
+        required=False,
+        max_length=256,
+        label="Dataset key",
+        widget=forms.TextInput(
+            attrs={"placeholder": "any", "autocomplete": "off", "list": "dataset-keys"}
+        ),
+    )
+    limit = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_LIMIT, widget=forms.HiddenInput
+    )
+    offset = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_OFFSET, widget=forms.HiddenInput
+    )
+
+    FILTERS = ("status", "mode", "dataset_key")
+
+    def filters(self) -> dict[str, str]:
+        """The non-empty filters (valid form only)."""
+        return {name: self.cleaned_data[name] for name in self.FILTERS if self.cleaned_data[name]}
+
+    def page(self) -> tuple[int, int]:
+        limit = self.cleaned_data.get("limit") or DEFAULT_LIMIT
+        offset = self.cleaned_data.get("offset") or 0
+        return limit, offset

@@ -1,0 +1,176 @@
+"""Filters and the loss chart of the run pages.
+
+The loss chart is computed here as plain numbers and short strings (point
+lists, tick labels) and drawn as inline SVG by `runs/detail.html#loss-chart`,
+so the template's autoescaping covers everything it prints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+# Geometry of the chart's viewBox (it scales to the width of its container).
+WIDTH = 640
+HEIGHT = 300
+MARGIN_LEFT = 64
+MARGIN_RIGHT = 16
+MARGIN_TOP = 16
+MARGIN_BOTTOM = 44
+# A polyline of more points than this is thinned (evenly, keeping the last point).
+MAX_POINTS = 800
+
+
+class MetricRow(Protocol):
+    step: int
+    loss: float
+    eval_loss: float | None
+
+
+@register.filter
+def iso_utc(value: datetime | None) -> str:
+    """An aware datetime as ISO-8601 in UTC with a Z ('' for None)."""
+    if value is None:
+        return ""
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@register.filter
+def local_time(value: datetime | None) -> str:
+    """A <time> showing UTC, which runs.js rewrites to the browser's local time.
+
+    The UTC ISO timestamp stays in `datetime` and in the hover title.
+    """
+    if value is None:
+        return "—"
+    iso = iso_utc(value)
+    shown = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return format_html(
+        '<time datetime="{}" title="{} (UTC)" data-local-time>{} UTC</time>', iso, iso, shown
+    )
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """1.23 s, 4 min 05 s, 2 h 03 min; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def loss(value: float | None) -> str:
+    """A loss to four decimals; an em dash when absent."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.4f}"
+
+
+def nice_step(span: float, target: int) -> float:
+    """A 1, 2 or 5 times 10^k step that cuts `span` into about `target` intervals."""
+    raw = span / max(target, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if raw <= factor * magnitude:
+            return float(factor * magnitude)
+    return float(10 * magnitude)  # pragma: no cover - the loop always returns
+
+
+def _ticks(low: float, high: float, step: float) -> list[float]:
+    first = math.ceil(low / step - 1e-9)
+    last = math.floor(high / step + 1e-9)
+    return [round(i * step, 12) for i in range(first, last + 1)]
+
+
+def _thin(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= MAX_POINTS:
+        return list(points)
+    stride = math.ceil(len(points) / MAX_POINTS)
+    thinned = list(points[::stride])
+    if thinned[-1] != points[-1]:
+        thinned.append(points[-1])
+    return thinned
+
+
+def _series(metrics: Iterable[MetricRow], attr: str) -> list[tuple[float, float]]:
+    points = []
+    for row in metrics:
+        value = getattr(row, attr)
+        if value is not None and math.isfinite(value):
+            points.append((float(row.step), float(value)))
+    return points
+
+
+@register.simple_tag
+def loss_chart(metrics: Sequence[MetricRow]) -> dict[str, Any] | None:
+    """The drawing of a run's train and eval loss by step, or None without finite points."""
+    train = _series(metrics, "loss")
+    evals = _series(metrics, "eval_loss")
+    if not train and not evals:
+        return None
+    xs = [x for x, _ in train + evals]
+    ys = [y for _, y in train + evals]
+    x_low, x_high = min(xs), max(xs)
+    if x_high == x_low:
+        x_high = x_low + 1
+    y_low, y_high = min(ys), max(ys)
+    if y_high == y_low:
+        pad = abs(y_low) * 0.1 or 1.0
+        y_low, y_high = y_low - pad, y_high + pad
+    y_step = nice_step(y_high - y_low, 5)
+    y_low = math.floor(y_low / y_step) * y_step
+    y_high = math.ceil(y_high / y_step) * y_step
+    x_step = max(1.0, nice_step(x_high - x_low, 6))
+
+    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+
+    def sx(x: float) -> float:
+        return round(MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w, 1)
+
+    def sy(y: float) -> float:
+        return round(MARGIN_TOP + (y_high - y) / (y_high - y_low) * plot_h, 1)
+
+    def polyline(points: Sequence[tuple[float, float]]) -> str:
+        return " ".join(f"{sx(x)},{sy(y)}" for x, y in _thin(points))
+
+    def dots(points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
+        # Markers only where a line alone would hide them (few points).
+        return [{"x": sx(x), "y": sy(y)} for x, y in points] if len(points) <= 30 else []
+
+    label_digits = max(0, -math.floor(math.log10(y_step))) if y_step < 1 else 0
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "left": MARGIN_LEFT,
+        "right": WIDTH - MARGIN_RIGHT,
+        "top": MARGIN_TOP,
+        "bottom": HEIGHT - MARGIN_BOTTOM,
+        "mid_x": round(MARGIN_LEFT + plot_w / 2, 1),
+        "mid_y": round(MARGIN_TOP + plot_h / 2, 1),
+        "train": polyline(train),
+        "train_dots": dots(train),
+        "eval": polyline(evals),
+        "eval_dots": dots(evals),
+        "y_ticks": [
+            {"y": sy(v), "label": f"{v:.{label_digits}f}"} for v in _ticks(y_low, y_high, y_step)
+        ],
+        "x_ticks": [{"x": sx(v), "label": f"{v:.0f}"} for v in _ticks(x_low, x_high, x_step)],
+        "steps": len(metrics),
+        "has_eval": bool(evals),
+        "first_loss": train[0][1] if train else None,
+        "last_loss": train[-1][1] if train else None,
+    }

@@ -1,0 +1,70 @@
+// The run pages' few lines of behaviour that htmx does not cover:
+// expanders (aria-expanded + the region they control), local times, and
+// a visible message when an htmx request fails.
+(function () {
+  "use strict";
+
+  var timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+  function localTimes(root) {
+    root.querySelectorAll("time[data-local-time]").forEach(function (el) {
+      var when = new Date(el.getAttribute("datetime"));
+      if (!isNaN(when.getTime())) {
+        el.textContent = timeFormat.format(when);
+      }
+      el.removeAttribute("data-local-time");
+    });
+  }
+
+  function toggle(button) {
+    var open = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+    var region = document.getElementById(button.getAttribute("aria-controls"));
+    if (region) {
+      region.hidden = !open;
+    }
+    var label = open ? button.dataset.labelOpen : button.dataset.labelClosed;
+    if (label) {
+      button.textContent = label;
+    }
+  }
+
+  function errorBox(elt) {
+    var scope = elt && elt.closest ? elt.closest("[data-error-scope]") : null;
+    return scope ? { scope: scope, box: scope.querySelector("[data-error-box]") } : null;
+  }
+
+  function showError(event, detail) {
+    var found = errorBox(event.detail.elt);
+    if (!found || !found.box) {
+      return;
+    }
+    found.box.textContent = (found.scope.dataset.errorText || "The request failed") + " (" + detail + "). Try again.";
+    found.box.hidden = false;
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-expander]");
+    if (button) {
+      toggle(button);
+    }
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var found = errorBox(event.detail.elt);
+    if (found && found.box) {
+      found.box.hidden = true;
+    }
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    showError(event, "HTTP " + xhr.status + (xhr.statusText ? " " + xhr.statusText : ""));
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    showError(event, "the server could not be reached");
+  });
+  document.addEventListener("htmx:load", function (event) {
+    localTimes(event.detail.elt);
+  });
+  localTimes(document);
+})();
