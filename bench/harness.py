@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -148,7 +149,7 @@ def analyze() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def explain(sql: str, params: list[object] | tuple[object, ...] = ()) -> str:
+def explain(sql: str, params: Any = ()) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of a query, as text."""
     from django.db import connection
 
