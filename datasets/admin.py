@@ -1,1 +1,59 @@
-from django.contrib import admin  # noqa: F401
+"""Admin: datasets are read-only (built only through dataset_build)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from datasets.models import Dataset
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Dataset]
+else:  # ModelAdmin is generic only for the type checker
+    _ModelAdmin = admin.ModelAdmin
+
+
+@admin.register(Dataset)
+class DatasetAdmin(_ModelAdmin):
+    list_display = ("key", "name", "version", "trace_count", "selection_strategy", "created_at")
+    list_filter = ("selection_strategy",)
+    search_fields = ("key", "name", "session_id", "training_run_id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    readonly_fields = (
+        "key",
+        "name",
+        "version",
+        "build_id",
+        "created_at",
+        "filters",
+        "selection_strategy",
+        "seed",
+        "trace_count",
+        "stats",
+        "session_id",
+        "parent_dataset_id",
+        "training_run_id",
+        "traces_link",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="Traces")
+    def traces_link(self, obj: Dataset) -> str:
+        url = reverse("datasets:detail", kwargs={"key": obj.key})
+        return format_html(
+            '<a href="{}">{} traces, in order, on the dataset page</a>', url, obj.trace_count
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

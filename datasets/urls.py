@@ -6,4 +6,6 @@ app_name = "datasets"
 
 urlpatterns = [
     path("", views.dataset_list, name="list"),
+    path("build/", views.dataset_build, name="build"),
+    path("<str:key>/", views.dataset_detail, name="detail"),
 ]
