@@ -105,7 +105,7 @@ def load_model(spec: ModelSpec, *, download_dir: Path) -> LoadedModel:
     return _hub_model(spec.model_id, download_dir)
 
 
-# --- built-in tiny models -----------------------------------------------------------------------
+# --- built-in tiny models ------------------------------------------------------------------------
 
 TINY_DIMS = {
     "num_layers": 2,
