@@ -398,7 +398,11 @@ def dataset_write_jsonl(*, key: str, path: Path, fmt: str = "tunix_sft") -> int:
     Raises ValueError for an unknown format, InvalidDatasetKey, LookupError for an unknown dataset.
     """
     check_format(fmt)
-    lines = dataset_export_lines(key=key, fmt=fmt)
+    return write_lines_atomically(Path(path), dataset_export_lines(key=key, fmt=fmt))
+
+
+def write_lines_atomically(path: Path, lines: Iterable[str]) -> int:
+    """Write `lines` to `path` through a temporary file and a rename; return how many."""
     count = 0
 
     def counted() -> Iterator[str]:
@@ -407,5 +411,5 @@ def dataset_write_jsonl(*, key: str, path: Path, fmt: str = "tunix_sft") -> int:
             count += 1
             yield line
 
-    _atomic_write(Path(path), _buffered(counted()))
+    _atomic_write(path, _buffered(counted()))
     return count
