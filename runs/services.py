@@ -347,6 +347,7 @@ def run_launch(
     )
     try:
         with transaction.atomic():
+            _limit_lock_wait()
             run.save(force_insert=True)
             RunEvent.objects.create(
                 run=run, from_status=None, to_status=RunStatus.RUNNING, reason=f"launched ({mode})"
@@ -541,6 +542,7 @@ def _record_process(run: TunixRun, pid: int) -> None:
     run.host, run.pid = socket.gethostname()[:255], pid
     try:
         with transaction.atomic():
+            _limit_lock_wait()
             TunixRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
                 host=run.host, pid=pid
             )

@@ -1,0 +1,316 @@
+"""GET /api/tunix/runs, /runs/{id} and /runs/{id}/metrics; no delete/patch/retry."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from runs.models import RunMode, RunStatus, TunixRun
+from runs.tests.factories import RunMetricFactory, TunixRunFactory, runs_at
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/tunix/runs"
+
+
+def get(client: Client, url: str = URL, **params: Any) -> Any:
+    return client.get(url, params)
+
+
+def ids(body: dict[str, Any]) -> list[str]:
+    return [item["run_id"] for item in body["data"]]
+
+
+def test_empty_list_shape(client: Client) -> None:
+    body = get(client).json()
+    assert body == {
+        "data": [],
+        "pagination": {"limit": 20, "offset": 0, "next_offset": None, "next_cursor": None},
+    }
+
+
+def test_items_are_newest_first_without_output_columns(client: Client) -> None:
+    runs = runs_at(3, stdout="secret stdout", stderr="secret stderr")
+    body = get(client).json()
+    assert ids(body) == [str(r.run_id) for r in reversed(runs)]
+    item = body["data"][0]
+    assert set(item) == {
+        "run_id",
+        "dataset_key",
+        "model_id",
+        "mode",
+        "status",
+        "started_at",
+        "duration_seconds",
+    }
+    assert item["started_at"].endswith("+00:00")
+
+
+def test_list_query_does_not_read_stdout_or_stderr(client: Client) -> None:
+    runs_at(3)
+    with CaptureQueriesContext(connection) as queries:
+        assert get(client).status_code == 200
+    selects = [q["sql"] for q in queries.captured_queries if "runs_tunixrun" in q["sql"]]
+    assert selects
+    for sql in selects:
+        assert '"stdout"' not in sql and '"stderr"' not in sql and '"config"' not in sql
+
+
+def test_equal_created_at_is_ordered_by_run_id_descending(client: Client) -> None:
+    moment = timezone.now()
+    made = [TunixRunFactory.create(started_at=moment, created_at=moment) for _ in range(5)]
+    expected = sorted((str(r.run_id) for r in made), reverse=True)
+    assert ids(get(client).json()) == expected
+    # and pages never repeat or skip a run
+    seen = []
+    for offset in (0, 2, 4):
+        seen += ids(get(client, limit=2, offset=offset).json())
+    assert seen == expected
+
+
+def test_pagination_2_2_1_example(client: Client) -> None:
+    runs_at(5)
+    first = get(client, limit=2).json()
+    assert len(first["data"]) == 2 and first["pagination"]["next_offset"] == 2
+    second = get(client, limit=2, offset=2).json()
+    assert len(second["data"]) == 2 and second["pagination"]["next_offset"] == 4
+    third = get(client, limit=2, offset=4).json()
+    assert len(third["data"]) == 1 and third["pagination"]["next_offset"] is None
+    assert third["pagination"]["next_cursor"] is None
+    assert len(set(ids(first) + ids(second) + ids(third))) == 5
+
+
+def test_default_limit_is_20_and_maximum_100(client: Client) -> None:
+    runs_at(101)
+    body = get(client).json()
+    assert len(body["data"]) == 20 and body["pagination"]["next_offset"] == 20
+    body = get(client, limit=100).json()
+    assert len(body["data"]) == 100 and body["pagination"]["next_offset"] == 100
+    assert len(get(client, limit=100, offset=100).json()["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"limit": 101}, "limit must be between 1 and 100"),
+        ({"limit": 0}, "limit must be between 1 and 100"),
+        ({"offset": -1}, "offset must be non-negative"),
+    ],
+)
+def test_out_of_range_pages_are_422_with_string_detail(
+    client: Client, params: dict[str, Any], detail: str
+) -> None:
+    response = get(client, **params)
+    assert response.status_code == 422
+    assert response.json() == {"detail": detail}
+
+
+@pytest.mark.parametrize("params", [{"offset": "1e20"}, {"offset": 10**20}, {"limit": "x"}])
+def test_absurd_or_non_integer_pages_are_422_never_500(
+    client: Client, params: dict[str, Any]
+) -> None:
+    assert get(client, **params).status_code == 422
+
+
+def test_deep_offset_page_matches_the_shallow_order(client: Client) -> None:
+    runs = runs_at(230)
+    newest_first = [str(r.run_id) for r in reversed(runs)]
+    body = get(client, limit=20, offset=205).json()
+    assert ids(body) == newest_first[205:225]
+    assert body["pagination"]["next_offset"] == 225
+    body = get(client, limit=20, offset=220).json()
+    assert ids(body) == newest_first[220:]
+    assert body["pagination"]["next_offset"] is None
+
+
+def test_filters_combine_with_and(client: Client) -> None:
+    now = timezone.now()
+    combos = [
+        (s, k, m)
+        for s in (RunStatus.COMPLETED, RunStatus.FAILED)
+        for k in ("a-v1", "b-v1")
+        for m in (RunMode.DRY_RUN, RunMode.LOCAL)
+    ]
+    made = {}
+    for i, (s, k, m) in enumerate(combos):
+        run = TunixRunFactory.create(
+            status=s, dataset_key=k, mode=m, started_at=now + timedelta(seconds=i)
+        )
+        made[(s, k, m)] = str(run.run_id)
+
+    def expect(**filters: str) -> list[str]:
+        keys = ("status", "dataset_key", "mode")
+        chosen = [
+            made[c]
+            for c in reversed(combos)
+            if all(filters.get(name) in (None, "", c[j]) for j, name in enumerate(keys))
+        ]
+        return chosen
+
+    cases: list[dict[str, str]] = [
+        {"status": "failed"},
+        {"dataset_key": "a-v1"},
+        {"mode": "local"},
+        {"status": "failed", "dataset_key": "b-v1"},
+        {"status": "completed", "mode": "dry-run"},
+        {"dataset_key": "a-v1", "mode": "local"},
+        {"status": "failed", "dataset_key": "a-v1", "mode": "dry-run"},
+        {"status": "", "dataset_key": "", "mode": ""},
+    ]
+    for filters in cases:
+        assert ids(get(client, **filters).json()) == expect(**filters), filters
+    assert len(ids(get(client, status="failed", mode="local").json())) == 2
+
+
+def test_unknown_filter_values_match_nothing(client: Client) -> None:
+    runs_at(2)
+    assert get(client, status="done").json()["data"] == []
+    assert get(client, mode="Dry-run").json()["data"] == []
+
+
+def test_cursor_pages_walk_the_whole_list(client: Client) -> None:
+    runs = runs_at(7, dataset_key="c-v1")
+    TunixRunFactory.create(dataset_key="other-v1")
+    expected = [str(r.run_id) for r in reversed(runs)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 3, "dataset_key": "c-v1"}
+        if cursor:
+            params["cursor"] = cursor
+        body = get(client, **params).json()
+        seen += ids(body)
+        pages += 1
+        cursor = body["pagination"]["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+    assert pages == 3
+
+
+def test_cursor_is_stable_when_newer_runs_arrive(client: Client) -> None:
+    runs = runs_at(4)
+    first = get(client, limit=2).json()
+    TunixRunFactory.create(started_at=timezone.now() + timedelta(hours=1))
+    second = get(client, limit=2, cursor=first["pagination"]["next_cursor"]).json()
+    assert ids(second) == [str(runs[1].run_id), str(runs[0].run_id)]
+
+
+def test_cursor_breaks_created_at_ties_by_run_id(client: Client) -> None:
+    moment = timezone.now()
+    made = sorted(
+        (str(TunixRunFactory.create(started_at=moment).run_id) for _ in range(5)), reverse=True
+    )
+    first = get(client, limit=2).json()
+    rest = get(client, limit=10, cursor=first["pagination"]["next_cursor"]).json()
+    assert ids(first) + ids(rest) == made
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "Zm9v", "MjAyNnxub3QtYS11dWlk"])
+def test_invalid_cursor_is_422(client: Client, cursor: str) -> None:
+    response = get(client, cursor=cursor)
+    assert response.status_code == 422
+    assert "cursor" in response.json()["detail"]
+
+
+def test_detail_returns_the_stored_run(client: Client) -> None:
+    run = TunixRunFactory.create(
+        mode=RunMode.LOCAL,
+        status=RunStatus.FAILED,
+        exit_code=3,
+        stdout="out <b>",
+        stderr="err",
+        message="Local execution failed with exit code 3",
+        output_dir="outputs/x",
+        metrics_steps=30,
+        final_loss=1.25,
+        best_eval_loss=1.6,
+        tokens_per_second=2000.0,
+    )
+    body = get(client, f"{URL}/{run.run_id}").json()
+    assert body == {
+        "run_id": str(run.run_id),
+        "status": "failed",
+        "mode": "local",
+        "dataset_key": run.dataset_key,
+        "model_id": run.model_id,
+        "output_dir": "outputs/x",
+        "exit_code": 3,
+        "stdout": "out <b>",
+        "stderr": "err",
+        "duration_seconds": 1.5,
+        "started_at": run.started_at.isoformat(),
+        "completed_at": run.completed_at.isoformat() if run.completed_at else None,
+        "message": "Local execution failed with exit code 3",
+        "metrics": {
+            "steps": 30,
+            "final_loss": 1.25,
+            "best_eval_loss": 1.6,
+            "tokens_per_second": 2000.0,
+        },
+    }
+    assert body["started_at"].endswith("+00:00")
+
+
+def test_detail_of_a_running_run_has_null_completion(client: Client) -> None:
+    run = TunixRunFactory.create(status=RunStatus.RUNNING, message="")
+    body = get(client, f"{URL}/{run.run_id}").json()
+    assert body["status"] == "running"
+    assert body["completed_at"] is None and body["duration_seconds"] is None
+
+
+def test_detail_unknown_is_404_and_malformed_is_422(client: Client) -> None:
+    zero = uuid.UUID(int=0)
+    response = get(client, f"{URL}/{zero}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Tunix run not found: {zero}"}
+    assert get(client, f"{URL}/not-a-uuid").status_code == 422
+
+
+def test_metrics_series_by_step(client: Client) -> None:
+    run = TunixRunFactory.create(mode=RunMode.LOCAL)
+    for step, loss in ((20, 1.5), (10, 2.0)):
+        RunMetricFactory.create(run=run, step=step, loss=loss, eval_loss=None)
+    body = get(client, f"{URL}/{run.run_id}/metrics").json()
+    assert body["run_id"] == str(run.run_id)
+    assert [(m["step"], m["loss"]) for m in body["metrics"]] == [(10, 2.0), (20, 1.5)]
+    assert set(body["metrics"][0]) == {
+        "step",
+        "loss",
+        "eval_loss",
+        "tokens_per_second",
+        "elapsed_seconds",
+    }
+    empty = TunixRunFactory.create()
+    assert get(client, f"{URL}/{empty.run_id}/metrics").json()["metrics"] == []
+
+
+def test_metrics_unknown_is_404_and_malformed_is_422(client: Client) -> None:
+    zero = uuid.UUID(int=0)
+    response = get(client, f"{URL}/{zero}/metrics")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Tunix run not found: {zero}"}
+    assert get(client, f"{URL}/nope/metrics").status_code == 422
+
+
+def test_runs_cannot_be_deleted_patched_or_retried(client: Client) -> None:
+    run = TunixRunFactory.create(status=RunStatus.FAILED)
+    before = TunixRun.objects.values().get(pk=run.pk)
+    url = f"{URL}/{run.run_id}"
+    for method in ("delete", "patch", "put"):
+        response = getattr(client, method)(
+            url, data={"status": "completed"}, content_type="application/json"
+        )
+        assert response.status_code in (404, 405), method
+    assert client.post(url, content_type="application/json").status_code in (404, 405)
+    assert client.post(f"{url}/retry", content_type="application/json").status_code in (404, 405)
+    assert client.delete(URL).status_code in (404, 405)
+    assert TunixRun.objects.values().get(pk=run.pk) == before
