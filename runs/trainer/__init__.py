@@ -16,7 +16,7 @@ Exit codes (an expected failure prints one line ``error: <reason>`` on stderr, n
 - 2: bad or unreadable config, or an output directory outside ``TUNIX_OUTPUT_ROOTS``;
 - 3: dataset file missing, unreadable, empty or not valid tunix_sft;
 - 4: unknown model id, or the model (or its tokenizer) could not be loaded;
-- 130: interrupted.
+- 130: interrupted (SIGINT); 143: terminated (SIGTERM).
 
 No module of this package imports Django, and JAX and Tunix are imported only once training is
 about to start, so ``--help`` and config errors are fast. See docs/training.md.
