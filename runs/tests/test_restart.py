@@ -1,0 +1,115 @@
+"""Runs survive a server restart: a real gunicorn on a file SQLite database, stopped and started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+BIN = Path(sys.executable).parent
+
+
+def server_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DJANGO_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tunix_registry.settings",
+        DJANGO_SECRET_KEY="restart-test-key-not-secret",
+        TUNIX_REGISTRY_DATA_DIR=str(data_dir),
+        TUNIX_REGISTRY_LOG_LEVEL="WARNING",
+        WEB_CONCURRENCY="1",
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    # Plain http to the server this test started.
+    request = urllib.request.Request(  # noqa: S310
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+@contextmanager
+def server(data_dir: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "tunix_registry.wsgi:application", "--bind", f"127.0.0.1:{port}"],
+        cwd=settings.BASE_DIR,
+        env=server_env(data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call(base, "GET", "/api/health")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGQUIT)  # gunicorn's quick shutdown
+        process.wait(timeout=30)
+
+
+def manage(data_dir: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=server_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_runs_survive_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "server-data"
+    data_dir.mkdir()
+    manage(data_dir, "migrate", "--noinput", "-v", "0")
+
+    with server(data_dir) as base:
+        made = [
+            call(base, "POST", "/api/tunix/run", {"dataset_key": f"gone-v{i}", "model_id": "m"})
+            for i in range(2)
+        ]
+        assert [m["status"] for m in made] == ["failed", "failed"]
+        before = call(base, "GET", "/api/tunix/runs")
+
+    assert "0 run(s) reaped" in manage(data_dir, "reap_runs")
+
+    with server(data_dir) as base:
+        after = call(base, "GET", "/api/tunix/runs")
+        assert after == before
+        assert [d["run_id"] for d in after["data"]] == [m["run_id"] for m in reversed(made)]
+        for original in made:
+            assert call(base, "GET", f"/api/tunix/runs/{original['run_id']}") == original
