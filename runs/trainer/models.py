@@ -224,17 +224,23 @@ def _local_model(directory: Path) -> LoadedModel:
         )
     import importlib
 
-    import jax.numpy as jnp
-
     params = importlib.import_module(f"tunix.models.{family}.params")
     try:
         model = params.create_model_from_safe_tensors(
-            file_dir=str(directory), config=tunix_config, mesh=None, dtype=jnp.float32
+            file_dir=str(directory), config=tunix_config, mesh=None, dtype=weight_dtype()
         )
     except Exception as exc:
         raise ModelError(f"cannot load weights from {directory}: {_one_line(exc)}") from None
     hf_config = dict(config) if family in EXPORTABLE_FAMILIES else None
     return LoadedModel(model, tokenizer, family, count_parameters(model), hf_config)
+
+
+def weight_dtype() -> Any:
+    """float32 on CPU; bfloat16 on an accelerator, where memory is the limit."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
 
 
 # --- hub ids -------------------------------------------------------------------------------------
