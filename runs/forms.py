@@ -146,6 +146,14 @@ class LaunchForm(forms.Form):
 
     run_request: TunixRunRequest | None = None
 
+    def main_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ("dataset_key", "model_id", "output_dir")]
+
+    def hyperparameter_fields(self) -> list[forms.BoundField]:
+        return [
+            self[name] for name in ("learning_rate", "num_epochs", "batch_size", "max_seq_length")
+        ]
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         payload: dict[str, Any] = {}
@@ -202,6 +210,11 @@ class HistoryFilterForm(forms.Form):
     )
 
     FILTERS = ("status", "mode", "dataset_key")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The launch form on the same page has a dataset_key too: distinct element ids.
+        kwargs.setdefault("auto_id", "history_%s")
+        super().__init__(*args, **kwargs)
 
     def filters(self) -> dict[str, str]:
         """The non-empty filters (valid form only)."""

@@ -58,6 +58,16 @@ def local_time(value: datetime | None) -> str:
 
 
 @register.filter
+def config_value(value: Any) -> str:
+    """A configuration value as the request had it: true/false, numbers, text; — for null."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@register.filter
 def duration(seconds: float | None) -> str:
     """1.23 s, 4 min 05 s, 2 h 03 min; an em dash when unknown."""
     if seconds is None or not math.isfinite(seconds):

@@ -1,0 +1,336 @@
+"""The run pages in a real browser: what only a browser shows (htmx swaps, expanders, layout).
+
+Set UPDATE_SCREENSHOTS=1 to refresh docs/screenshots/ from the screenshot test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from django.utils import timezone
+
+from datasets.tests.factories import dataset_with_traces
+from runs.models import RunMode, RunStatus, TunixRun
+from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory, runs_at
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Dialog, Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Elements sticking out of the viewport, for the failure message.
+WIDE_ELEMENTS_JS = """
+[...document.querySelectorAll("body *")]
+  .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+  .slice(0, 8)
+  .map((el) => el.tagName + "." + el.className + " " + Math.round(el.getBoundingClientRect().right))
+"""
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def open_history(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    toggle = page.get_by_test_id("tunix:toggle-history-btn")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#history-body")).to_be_visible()
+
+
+def rows(page: Page) -> Any:
+    return page.locator('tr[data-testid^="tunix:history-row-"]')
+
+
+def test_history_is_collapsed_opens_on_demand_and_refreshes_only_when_asked(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    dataset_with_traces(name="demo", version="v1", count=3)
+    runs_at(2)
+    page.goto("/")
+    toggle = page.get_by_test_id("tunix:toggle-history-btn")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(page.locator("#history-body")).to_be_hidden()
+    expect(rows(page)).to_have_count(0)  # nothing loaded while collapsed
+
+    open_history(page)
+    expect(rows(page)).to_have_count(2)
+
+    page.get_by_label("Dataset", exact=True).fill("demo-v1")
+    page.get_by_test_id("tunix:run-btn").click()
+    result = page.get_by_test_id("tunix:run-result")
+    expect(result).to_be_visible()
+    expect(page.get_by_test_id("tunix:run-status")).to_have_text("completed")
+    new_id = str(TunixRun.objects.order_by("-created_at").first().run_id)  # type: ignore[union-attr]
+    # No auto-refresh: the history still shows the two older runs.
+    page.wait_for_timeout(300)
+    expect(rows(page)).to_have_count(2)
+
+    page.get_by_test_id("tunix:refresh-history-btn").click()
+    expect(rows(page)).to_have_count(3)
+    expect(rows(page).first).to_have_attribute("data-testid", f"tunix:history-row-{new_id}")
+
+    # Collapsing hides it again; reopening shows the loaded rows without a new request.
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(page.locator("#history-body")).to_be_hidden()
+    toggle.click()
+    expect(rows(page)).to_have_count(3)
+
+
+def test_filters_narrow_the_rows_and_survive_a_reload(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    failed = TunixRunFactory.create(status=RunStatus.FAILED, dataset_key="a-v1")
+    TunixRunFactory.create(status=RunStatus.FAILED, dataset_key="b-v1")
+    TunixRunFactory.create(status=RunStatus.COMPLETED, dataset_key="a-v1")
+    page.goto("/")
+    open_history(page)
+    expect(rows(page)).to_have_count(3)
+
+    page.get_by_label("Status").select_option("failed")
+    expect(rows(page)).to_have_count(2)
+    expect(page).to_have_url(re.compile(r"/\?status=failed$"))
+
+    page.get_by_label("Dataset key").fill("a-v1")
+    page.get_by_label("Dataset key").press("Enter")
+    expect(rows(page)).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/\?status=failed&dataset_key=a-v1$"))
+
+    page.reload()
+    expect(page.get_by_test_id("tunix:toggle-history-btn")).to_have_attribute(
+        "aria-expanded", "true"
+    )
+    expect(rows(page)).to_have_count(1)
+    expect(rows(page).first).to_have_attribute("data-testid", f"tunix:history-row-{failed.run_id}")
+    expect(page.get_by_label("Status")).to_have_value("failed")
+    expect(page.get_by_label("Dataset key")).to_have_value("a-v1")
+
+    page.get_by_label("Mode", exact=True).select_option("local")
+    expect(page.get_by_test_id("tunix:history-empty")).to_have_text(
+        re.compile("No runs match these filters")
+    )
+
+
+def test_a_row_expands_with_its_output_as_text_and_collapses(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    run = TunixRunFactory.create(
+        status=RunStatus.FAILED,
+        exit_code=None,
+        message="Dry-run failed: dataset not found",
+        stdout="<script>alert(1)</script>",
+        stderr="<img src=x onerror=alert(2)>",
+    )
+    page.goto("/?history=1")
+    button = page.get_by_test_id(f"tunix:view-detail-btn-{run.run_id}")
+    expect(button).to_have_attribute("aria-expanded", "false")
+    expect(button).to_have_text("View")
+    button.click()
+    detail = page.get_by_test_id(f"tunix:run-detail-{run.run_id}")
+    expect(detail).to_be_visible()
+    expect(button).to_have_attribute("aria-expanded", "true")
+    expect(button).to_have_text("Hide")
+    expect(page.get_by_test_id(f"tunix:detail-stdout-{run.run_id}")).to_have_text(
+        "<script>alert(1)</script>"
+    )
+    expect(page.get_by_test_id(f"tunix:detail-stderr-{run.run_id}")).to_have_text(
+        "<img src=x onerror=alert(2)>"
+    )
+    expect(detail).to_contain_text("Dry-run failed: dataset not found")
+    expect(detail.get_by_role("link", name=re.compile("Open the run page"))).to_have_attribute(
+        "href", f"/runs/{run.run_id}/"
+    )
+    button.click()
+    expect(detail).to_be_hidden()
+    expect(button).to_have_attribute("aria-expanded", "false")
+    # The keyboard works the same way (a real button).
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(detail).to_be_visible()
+    page.wait_for_timeout(200)
+    assert dialogs == []
+
+
+def test_a_failing_request_shows_an_error_message(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    run = TunixRunFactory.create()
+    page.goto("/?history=1")
+    expect(rows(page)).to_have_count(1)
+    TunixRun.objects.filter(pk=run.pk).delete()  # the row's detail now answers 404
+    page.get_by_test_id(f"tunix:view-detail-btn-{run.run_id}").click()
+    error = page.get_by_test_id("tunix:history-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("Could not load the run history (HTTP 404")
+
+
+def test_the_launch_form_shows_field_errors_and_the_missing_runtime(
+    page: Page, settings: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    page.get_by_label("Dataset", exact=True).fill("demo-v1")
+    page.get_by_label("Epochs").fill("0")
+    page.get_by_test_id("tunix:run-btn").click()
+    error = page.get_by_test_id("tunix:field-error-num_epochs")
+    expect(error).to_contain_text("greater than or equal to 1")
+    expect(page.get_by_label("Epochs")).to_have_value("0")
+    expect(page.get_by_test_id("tunix:run-btn")).to_be_enabled()
+    assert not TunixRun.objects.exists()
+
+    settings.TUNIX_RUNTIME_MODULE = "no_such_module_xyz"
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("Dry run").uncheck()
+    page.get_by_test_id("tunix:run-btn").click()
+    expect(page.get_by_test_id("tunix:runtime-error")).to_contain_text(
+        "The Tunix runtime is not installed on this server"
+    )
+    expect(page.get_by_test_id("tunix:field-error-num_epochs")).to_have_count(0)
+    assert not TunixRun.objects.exists()
+
+
+def test_the_launch_button_is_busy_and_disabled_while_a_run_executes(
+    page: Page, fake_trainer: Any, data_dir: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    dataset_with_traces(name="demo", version="v1", count=2)
+    page.goto("/")
+    page.get_by_label("Dataset", exact=True).fill("demo-v1")
+    page.get_by_label("Model id").fill("fake-wait")
+    page.get_by_label("Dry run").uncheck()
+    button = page.get_by_test_id("tunix:run-btn")
+    button.click()
+    expect(button).to_be_disabled()
+    expect(button).to_contain_text("Running…")
+    # Let the fake trainer finish (it waits for go.flag in its run directory).
+    runs_dir = data_dir / "runs"
+    for _ in range(100):
+        flags = list(runs_dir.glob("*/started.flag")) if runs_dir.exists() else []
+        if flags:
+            break
+        page.wait_for_timeout(100)
+    assert flags, "the trainer never started"
+    (flags[0].parent / "go.flag").write_text("go")
+    expect(page.get_by_test_id("tunix:run-status")).to_have_text("completed")
+    expect(page.get_by_test_id("tunix:run-btn")).to_be_enabled()
+
+
+def test_narrow_screens_have_no_horizontal_overflow(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    long_key = "a-very-long-dataset-name-for-a-narrow-window-" * 2 + "v1"
+    run = TunixRunFactory.create(
+        dataset_key=long_key[:200],
+        mode=RunMode.LOCAL,
+        exit_code=0,
+        stdout="x" * 3000,
+        metrics_steps=3,
+        final_loss=1.2,
+    )
+    for step, value in ((1, 2.0), (2, 1.5), (3, 1.2)):
+        RunMetricFactory.create(run=run, step=step, loss=value)
+    page.set_viewport_size({"width": 375, "height": 800})
+
+    def assert_no_overflow() -> None:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        wide = page.evaluate(WIDE_ELEMENTS_JS)
+        assert width <= 375, f"page is {width}px wide at 375px: {wide}"
+
+    page.goto("/?history=1")
+    page.get_by_test_id(f"tunix:view-detail-btn-{run.run_id}").click()
+    expect(page.get_by_test_id(f"tunix:run-detail-{run.run_id}")).to_be_visible()
+    assert_no_overflow()
+    page.goto(f"/runs/{run.run_id}/")
+    expect(page.get_by_test_id("run:loss-chart")).to_be_visible()
+    assert_no_overflow()
+
+
+def test_screenshots_of_the_panel_and_an_expanded_row(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    dataset_with_traces(name="gsm8k_reasoning", version="v3", count=12)
+    dataset_with_traces(name="demo", version="v1", count=2)
+    TunixRunFactory.create(
+        dataset_key="gsm8k_reasoning-v3",
+        status=RunStatus.FAILED,
+        message="Dry-run failed: dataset not found",
+        stderr="Dataset not found: gsm8k_reasoning-v3",
+    )
+    local = TunixRunFactory.create(
+        dataset_key="gsm8k_reasoning-v3",
+        mode=RunMode.LOCAL,
+        exit_code=0,
+        message="Training completed",
+        started_at=timezone.now() - timedelta(seconds=90),
+        completed_at=timezone.now() - timedelta(seconds=5.8),
+        duration_seconds=84.2,
+        metrics_steps=40,
+        final_loss=0.8123,
+        best_eval_loss=0.9504,
+        tokens_per_second=1830.0,
+        stdout="step 10 loss 2.4100\nstep 20 loss 1.6320\nstep 30 loss 1.0914\n"
+        "step 40 loss 0.8123\ncheckpoint saved to outputs/tunix_run_1f3a9c2e\n",
+        config={
+            "dataset_key": "gsm8k_reasoning-v3",
+            "model_id": "tiny-qwen3",
+            "output_dir": None,
+            "dry_run": False,
+            "learning_rate": 0.001,
+            "num_epochs": 4,
+            "batch_size": 8,
+            "max_seq_length": 512,
+        },
+    )
+    RunEventFactory.create(run=local, from_status=None, to_status="running", reason="launched")
+    RunEventFactory.create(run=local, reason="Training completed (exit code 0)")
+    for i in range(40):
+        RunMetricFactory.create(
+            run=local,
+            step=i + 1,
+            loss=2.6 * (0.955**i) + 0.05 * ((i * 7) % 3),
+            eval_loss=(2.5 * (0.96**i) + 0.1) if (i + 1) % 10 == 0 else None,
+        )
+    TunixRunFactory.create(status=RunStatus.TIMEOUT, mode=RunMode.LOCAL, model_id="tiny-llama3")
+
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.goto("/")
+    page.get_by_label("Dataset", exact=True).fill("gsm8k_reasoning-v3")
+    page.get_by_label("Model id").fill("tiny-qwen3")
+    page.get_by_test_id("tunix:run-btn").click()
+    expect(page.get_by_test_id("tunix:run-result")).to_be_visible()
+    shots = {"panel.png": tmp_path / "panel.png"}
+    page.locator("#launch").screenshot(path=str(shots["panel.png"]))
+
+    open_history(page)
+    button = page.get_by_test_id(f"tunix:view-detail-btn-{local.run_id}")
+    button.click()
+    expect(page.get_by_test_id(f"tunix:run-detail-{local.run_id}")).to_be_visible()
+    shots["history-expanded.png"] = tmp_path / "history-expanded.png"
+    page.locator("#run-history").screenshot(path=str(shots["history-expanded.png"]))
+
+    page.goto(f"/runs/{local.run_id}/")
+    expect(page.get_by_test_id("run:loss-chart")).to_be_visible()
+    shots["run-page.png"] = tmp_path / "run-page.png"
+    page.screenshot(path=str(shots["run-page.png"]), full_page=True)
+
+    for path in shots.values():
+        assert path.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for name, path in shots.items():
+            shutil.copyfile(path, SCREENSHOTS / name)
