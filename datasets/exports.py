@@ -1,6 +1,8 @@
 """Record shapes of the three export formats (REFERENCE §5.3), byte for byte.
 
-Each renderer takes one trace's columns and returns one JSON line ending in
+Each renderer takes one trace's columns (id and created_at already as text:
+the id hyphenated, created_at as Python's `isoformat()` of the UTC time, see
+datasets.selectors) and returns one JSON line ending in
 "\\n": compact `json.dumps` (default separators, non-ASCII escaped), keys in
 the documented order, the trace's `meta` merged last into `metadata`.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 FORMATS = ("trace", "tunix_sft", "training_example")
@@ -19,6 +20,8 @@ FORMATS = ("trace", "tunix_sft", "training_example")
 TRAINING_EXAMPLE_NAMESPACE = uuid.UUID("7c1f3c2e-5a57-4d0e-9a52-3f1d7c1b6e21")
 
 _dumps = json.dumps
+# The C string encoder json.dumps itself uses for str values with ensure_ascii.
+_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def check_format(fmt: str) -> str:
@@ -33,16 +36,11 @@ def gemma_prompt(
     """The Gemma chat rendering of a trace (no system role: a system text is prepended)."""
     user = f"{system}\n\n{prompt}" if system else prompt
     reasoning = (
-        "Reasoning:\n" + "".join(f"{k}. {c}\n" for k, c in enumerate(steps, 1)) if steps else ""
+        "Reasoning:\n" + "".join([f"{k}. {c}\n" for k, c in enumerate(steps, 1)]) if steps else ""
     )
     return (
-        "<start_of_turn>user\n"
-        + user
-        + "<end_of_turn>\n<start_of_turn>model\n"
-        + reasoning
-        + "Answer: "
-        + final_answer
-        + "<end_of_turn>"
+        f"<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"
+        f"{reasoning}Answer: {final_answer}<end_of_turn>"
     )
 
 
@@ -55,67 +53,82 @@ def _meta(payload: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _metadata(standard: str, standard_keys: tuple[str, ...], meta: dict[str, Any]) -> str:
+    """The encoding of {**standard, **meta}, where `standard` is the encoded standard
+    keys without the closing brace.
+
+    When meta overrides none of the standard keys, the merged object is the
+    standard keys followed by meta's keys in order, so its encoding is the two
+    encodings joined; otherwise (an override keeps the key's first position)
+    the dict is merged and encoded as a whole.
+    """
+    if not meta:
+        return standard + "}"
+    if any(k in meta for k in standard_keys):
+        return _dumps({**json.loads(standard + "}"), **meta})
+    return standard + ", " + _dumps(meta)[1:]
+
+
+# The records are assembled from encoded pieces: byte-identical to json.dumps
+# of the documented dicts (default separators, ensure_ascii), about twice as fast.
 def render_trace(
-    trace_id: uuid.UUID, created_at: datetime, trace_version: str, payload: dict[str, Any], key: str
+    trace_id: str, created_at: str, trace_version: str, payload: dict[str, Any], key: str
 ) -> str:
-    record = {
-        "id": str(trace_id),
-        "prompts": payload["prompt"],
-        "trace_steps": _contents(payload),
-        "final_answer": payload["final_answer"],
-        "metadata": {
-            "created_at": created_at.isoformat(),
-            "trace_version": trace_version,
-            **_meta(payload),
-        },
-    }
-    return _dumps(record) + "\n"
+    metadata = _metadata(
+        f'{{"created_at": "{created_at}", "trace_version": {_str(trace_version)}',
+        ("created_at", "trace_version"),
+        _meta(payload),
+    )
+    return (
+        f'{{"id": "{trace_id}", "prompts": {_str(payload["prompt"])}, '
+        f'"trace_steps": {_dumps(_contents(payload))}, '
+        f'"final_answer": {_str(payload["final_answer"])}, "metadata": {metadata}}}\n'
+    )
 
 
 def render_tunix_sft(
-    trace_id: uuid.UUID, created_at: datetime, trace_version: str, payload: dict[str, Any], key: str
+    trace_id: str, created_at: str, trace_version: str, payload: dict[str, Any], key: str
 ) -> str:
-    record = {
-        "id": str(trace_id),
-        "prompts": gemma_prompt(payload["prompt"], _contents(payload), payload["final_answer"]),
-        "final_answer": payload["final_answer"],
-        "metadata": {
-            "created_at": created_at.isoformat(),
-            "trace_version": trace_version,
-            "format": "tunix_sft",
-            **_meta(payload),
-        },
-    }
-    return _dumps(record) + "\n"
+    final_answer = payload["final_answer"]
+    prompts = gemma_prompt(payload["prompt"], _contents(payload), final_answer)
+    metadata = _metadata(
+        f'{{"created_at": "{created_at}", "trace_version": {_str(trace_version)}, '
+        '"format": "tunix_sft"',
+        ("created_at", "trace_version", "format"),
+        _meta(payload),
+    )
+    return (
+        f'{{"id": "{trace_id}", "prompts": {_str(prompts)}, '
+        f'"final_answer": {_str(final_answer)}, "metadata": {metadata}}}\n'
+    )
 
 
-def training_example_id(key: str, trace_id: uuid.UUID) -> uuid.UUID:
+def training_example_id(key: str, trace_id: uuid.UUID | str) -> uuid.UUID:
     """Deterministic id of a trace's training example within dataset `key` ("" for none)."""
     return uuid.uuid5(TRAINING_EXAMPLE_NAMESPACE, f"{key}:{trace_id}")
 
 
 def render_training_example(
-    trace_id: uuid.UUID, created_at: datetime, trace_version: str, payload: dict[str, Any], key: str
+    trace_id: str, created_at: str, trace_version: str, payload: dict[str, Any], key: str
 ) -> str:
     contents = _contents(payload)
     lines = ["Reasoning:"] if contents else []
-    lines.extend(f"{k}. {c}" for k, c in enumerate(contents, 1))
+    lines.extend([f"{k}. {c}" for k, c in enumerate(contents, 1)])
     lines.append(f"Answer: {payload['final_answer']}")
-    record = {
-        "id": str(training_example_id(key, trace_id)),
-        "prompt": f"{payload['prompt']}\n\nPlease show your reasoning steps.",
-        "response": "\n".join(lines),
-        "metadata": {
-            "source_trace_id": str(trace_id),
-            "created_at": created_at.isoformat(),
-            "trace_version": trace_version,
-            **_meta(payload),
-        },
-    }
-    return _dumps(record) + "\n"
+    metadata = _metadata(
+        f'{{"source_trace_id": "{trace_id}", "created_at": "{created_at}", '
+        f'"trace_version": {_str(trace_version)}',
+        ("source_trace_id", "created_at", "trace_version"),
+        _meta(payload),
+    )
+    prompt = f"{payload['prompt']}\n\nPlease show your reasoning steps."
+    return (
+        f'{{"id": "{training_example_id(key, trace_id)}", "prompt": {_str(prompt)}, '
+        f'"response": {_str(chr(10).join(lines))}, "metadata": {metadata}}}\n'
+    )
 
 
-Renderer = Callable[[uuid.UUID, datetime, str, dict[str, Any], str], str]
+Renderer = Callable[[str, str, str, dict[str, Any], str], str]
 
 RENDERERS: dict[str, Renderer] = {
     "trace": render_trace,

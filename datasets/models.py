@@ -64,7 +64,10 @@ class DatasetMember(models.Model):
     table) simply skip traces that no longer exist.
     """
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="members")
+    # Indexed by the (dataset, position) constraint below; no separate index.
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.CASCADE, related_name="members", db_index=False
+    )
     position = models.PositiveIntegerField()
     trace = models.ForeignKey(
         Trace,

@@ -6,7 +6,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import CharField, QuerySet
+from django.db.models.expressions import RawSQL
 
 from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
@@ -15,8 +17,35 @@ from traces.models import Trace
 
 # Rows fetched per round trip while streaming an export.
 EXPORT_CHUNK_SIZE = 1000
-_EXPORT_COLUMNS = ("id", "created_at", "trace_version", "payload")
+_EXPORT_COLUMNS = ("id_text", "created_iso", "trace_version", "payload")
 DATASET_SCHEMA_VERSION = "1.0"
+
+# The database writes the id and the timestamp as the exports print them (the
+# hyphenated UUID; Python's isoformat() of the UTC time, microseconds left out
+# when zero), which saves parsing both into objects and formatting them again.
+_T = '"traces_trace"'
+_POSTGRES_TEXT = (
+    f'{_T}."id"::text',
+    f"to_char({_T}.\"created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+    f'CASE WHEN mod(EXTRACT(MICROSECONDS FROM {_T}."created_at")::bigint, 1000000) = 0 '
+    f"THEN '' ELSE to_char({_T}.\"created_at\" AT TIME ZONE 'UTC', '.US') END || '+00:00'",
+)
+# SQLite: Django stores UUIDs as 32 hex digits and datetimes as UTC text
+# "YYYY-MM-DD HH:MM:SS[.ffffff]".
+_SQLITE_TEXT = (
+    f"lower(substr({_T}.\"id\", 1, 8) || '-' || substr({_T}.\"id\", 9, 4) || '-' || "
+    f"substr({_T}.\"id\", 13, 4) || '-' || substr({_T}.\"id\", 17, 4) || '-' || "
+    f'substr({_T}."id", 21))',
+    f"replace({_T}.\"created_at\", ' ', 'T') || '+00:00'",
+)
+
+
+def _export_queryset(queryset: QuerySet[Trace]) -> QuerySet[Trace, tuple[Any, ...]]:
+    id_sql, created_sql = _POSTGRES_TEXT if connection.vendor == "postgresql" else _SQLITE_TEXT
+    return queryset.annotate(
+        id_text=RawSQL(id_sql, (), output_field=CharField()),  # noqa: S611 - constant SQL
+        created_iso=RawSQL(created_sql, (), output_field=CharField()),  # noqa: S611
+    ).values_list(*_EXPORT_COLUMNS)
 
 
 def dataset_get(*, key: str) -> Dataset | None:
@@ -94,32 +123,49 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
 
 
 def _dataset_rows(dataset: Dataset) -> QuerySet[Trace, tuple[Any, ...]]:
-    return (
-        Trace.objects.filter(dataset_memberships__dataset_id=dataset.pk)
-        .order_by("dataset_memberships__position")
-        .values_list(*_EXPORT_COLUMNS)
+    return _export_queryset(
+        Trace.objects.filter(dataset_memberships__dataset_id=dataset.pk).order_by(
+            "dataset_memberships__position"
+        )
+    )
+
+
+def _dataset_rows_between(dataset: Dataset, start: int, stop: int) -> list[tuple[Any, ...]]:
+    """Existing traces at positions start..stop-1, in position order (one indexed range scan)."""
+    return list(
+        _export_queryset(
+            Trace.objects.filter(
+                dataset_memberships__dataset_id=dataset.pk,
+                dataset_memberships__position__gte=start,
+                dataset_memberships__position__lt=stop,
+            ).order_by("dataset_memberships__position")
+        )
     )
 
 
 def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
     """The dataset's records in format `fmt`, one JSON line (ending in "\\n") per trace.
 
-    Streamed from the database in chunks; membership order; traces deleted since
-    the build are skipped. Raises at call time (not on first iteration):
-    ValueError for an unknown format, InvalidDatasetKey for an invalid key,
-    LookupError for an unknown dataset.
+    Streamed: positions are read in ranges of EXPORT_CHUNK_SIZE (ordinary indexed
+    queries, no server-side cursor), so memory stays flat for any size.
+    Membership order; traces deleted since the build are skipped. Raises at call
+    time (not on first iteration): ValueError for an unknown format,
+    InvalidDatasetKey for an invalid key, LookupError for an unknown dataset.
     """
     render = RENDERERS[check_format(fmt)]
     dataset = dataset_get(key=key)
     if dataset is None:
         raise LookupError(f"Dataset not found: {key}")
-    rows = _dataset_rows(dataset)
+    # Positions are 0..trace_count-1, written once by dataset_build.
+    size = dataset.trace_count
 
     def lines() -> Iterator[str]:
-        for trace_id, created_at, trace_version, payload in rows.iterator(
-            chunk_size=EXPORT_CHUNK_SIZE
-        ):
-            yield render(trace_id, created_at, trace_version, payload, key)
+        chunk = EXPORT_CHUNK_SIZE
+        for start in range(0, size, chunk):
+            for trace_id, created_at, version, payload in _dataset_rows_between(
+                dataset, start, start + chunk
+            ):
+                yield render(trace_id, created_at, version, payload, key)
 
     return lines()
 
@@ -135,12 +181,10 @@ def traces_export_lines(*, trace_ids: Sequence[uuid.UUID], fmt: str = "tunix_sft
     def lines() -> Iterator[str]:
         for start in range(0, len(ids), EXPORT_CHUNK_SIZE):
             chunk = ids[start : start + EXPORT_CHUNK_SIZE]
-            found = {
-                row[0]: row
-                for row in Trace.objects.filter(id__in=set(chunk)).values_list(*_EXPORT_COLUMNS)
-            }
+            rows = _export_queryset(Trace.objects.filter(id__in=set(chunk)))
+            found = {row[0]: row for row in rows}
             for trace_id in chunk:
-                row = found.get(trace_id)
+                row = found.get(str(trace_id))
                 if row is not None:
                     yield render(row[0], row[1], row[2], row[3], "")
 

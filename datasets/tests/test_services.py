@@ -376,3 +376,20 @@ def test_dataset_get_validates_the_key() -> None:
     assert selectors.dataset_get(key="demo-v2") is None
     with pytest.raises(InvalidDatasetKey):
         selectors.dataset_get(key="demo/v1")
+
+
+def test_export_timestamps_and_ids_are_printed_like_python_does() -> None:
+    from datetime import UTC, datetime
+
+    whole = TraceFactory.create(created_at=datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC))
+    fraction = TraceFactory.create(created_at=datetime(2025, 3, 4, 5, 6, 7, 120, tzinfo=UTC))
+    dataset = services.dataset_build(name="t", version="v1")
+    for fmt in ("trace", "tunix_sft", "training_example"):
+        lines = list(selectors.dataset_export_lines(key=dataset.key, fmt=fmt))
+        stamps = [json.loads(line)["metadata"]["created_at"] for line in lines]
+        assert stamps == ["2025-03-04T05:06:07.000120+00:00", "2025-03-04T05:06:07+00:00"]
+        assert stamps == [fraction.created_at.isoformat(), whole.created_at.isoformat()]
+    ids = [json.loads(line)["id"] for line in selectors.dataset_export_lines(key=dataset.key)]
+    assert ids == [str(fraction.id), str(whole.id)]
+    by_id = selectors.traces_export_lines(trace_ids=[whole.id], fmt="trace")
+    assert json.loads(next(by_id))["metadata"]["created_at"] == "2025-03-04T05:06:07+00:00"
