@@ -26,8 +26,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size",
             type=int,
-            default=1000,
-            help="traces per INSERT (default 1000)",
+            default=2000,
+            help="traces per INSERT and per commit (default 2000)",
         )
         parser.add_argument(
             "--all-or-nothing",

@@ -1,0 +1,134 @@
+"""Benchmarks of the traces app (issue 3); figures go to docs/benchmarks.md, "Traces".
+
+    .venv/bin/python -m bench.traces_bench [--traces 100000]
+
+1. `manage.py import_traces` of N generated traces (3-8 steps each) into a
+   fresh SQLite database and into the throwaway PostgreSQL: traces/s and the
+   command's peak RSS.
+2. EXPLAIN (ANALYZE, BUFFERS) of the list query on PostgreSQL with N traces.
+3. wrk -t2 -c16 -d15s against gunicorn (2 workers) on PostgreSQL with N traces:
+   list, detail, single create, batch of 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import harness
+from bench.traces_data import payloads, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_import(path: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run import_traces in a child process; (seconds, peak RSS in MB) of that child."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "import_traces", str(path), "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"import_traces failed:\n{out}\n{err}")
+    print(f"  {out.strip()}", file=sys.stderr)
+    return seconds, usage.ru_maxrss / 1024.0
+
+
+def import_row(backend: str, count: int, seconds: float, rss_mb: float) -> str:
+    return (
+        f"| import_traces, {backend} | {count:,} | {seconds:.1f} | {count / seconds:,.0f} "
+        f"| {rss_mb:.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--traces", type=int, default=100_000)
+    args = parser.parse_args()
+    count: int = args.traces
+
+    work = Path(tempfile.mkdtemp(prefix="traces-bench-"))
+    try:
+        run_all(work, count)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_all(work: Path, count: int) -> None:
+    jsonl = work / "traces.jsonl"
+    size = write_jsonl(jsonl, count)
+    print(f"generated {count:,} traces, {size / 1e6:.1f} MB", file=sys.stderr)
+
+    # --- import_traces on SQLite (its own fresh data directory) ---------------
+    sqlite_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    sqlite_env.update(
+        TUNIX_REGISTRY_DATA_DIR=str(work / "sqlite"),
+        DJANGO_SETTINGS_MODULE="tunix_registry.settings",
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key"),
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=sqlite_env, check=True
+    )
+    import_rows = [import_row("SQLite", count, *run_import(jsonl, sqlite_env))]
+
+    with harness.postgres():
+        from traces.models import Trace
+
+        import_rows.append(import_row("PostgreSQL", count, *run_import(jsonl, dict(os.environ))))
+        assert Trace.objects.count() == count
+        harness.analyze()
+
+        print("\n| run | traces | seconds | traces/s | peak RSS MB |\n|---|---|---|---|---|")
+        print("\n".join(import_rows), flush=True)
+
+        first_page = Trace.objects.order_by("-created_at", "-id").values_list(
+            "id", "created_at", "trace_version"
+        )[0:21]
+        deep_page = Trace.objects.order_by("-created_at", "-id").values_list(
+            "id", "created_at", "trace_version"
+        )[5000:5021]
+        print("\nList query, first page (limit 20 + 1):\n```")
+        print(harness.explain_queryset(first_page))
+        print("```\n\nList query at offset 5000:\n```")
+        print(harness.explain_queryset(deep_page))
+        print("```\n", flush=True)
+
+        trace_id = Trace.objects.order_by("created_at").values_list("id", flat=True)[count // 2]
+        one = json.dumps(next(payloads(1, seed=99)))
+        batch = json.dumps(list(payloads(100, seed=98)))
+
+        with harness.gunicorn() as server:
+            harness.print_header()
+            harness.report(
+                "GET /api/traces?limit=20", server.wrk("/api/traces?limit=20"), "≥ 1,400"
+            )
+            harness.report("GET /api/traces/{id}", server.wrk(f"/api/traces/{trace_id}"), "≥ 2,000")
+            harness.report(
+                "POST /api/traces",
+                server.wrk("/api/traces", method="POST", body=one),
+                "≥ 700",
+            )
+            harness.report(
+                "POST /api/traces/batch (100 traces)",
+                server.wrk("/api/traces/batch", method="POST", body=batch),
+                "≥ 120",
+            )
+        print(f"\ntraces stored at the end: {Trace.objects.count():,}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
