@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -18,6 +19,17 @@ from runs.models import RunEvent, RunMetric, TunixRun
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
 LIST_DEFERRED = ("stdout", "stderr", "config")
+# The columns of a JSON list item (plus created_at for the cursor).
+LIST_VALUES = (
+    "run_id",
+    "dataset_key",
+    "model_id",
+    "mode",
+    "status",
+    "started_at",
+    "duration_seconds",
+    "created_at",
+)
 # From this offset on, a page first reads its ids from an index alone, then the rows.
 DEEP_OFFSET = 200
 
@@ -26,16 +38,24 @@ class InvalidCursor(ValueError):
     """A `cursor` that this server did not hand out."""
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class RunPage:
-    items: list[TunixRun]
+class RunPage(Generic[T]):
+    items: list[T]
     # {"limit", "offset", "next_offset", "next_cursor"}
     pagination: dict[str, Any]
 
 
-def cursor_encode(run: TunixRun) -> str:
-    raw = f"{run.created_at.isoformat()}|{run.run_id}"
+def _cursor(created_at: datetime, run_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{run_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_encode(run: TunixRun) -> str:
+    """The cursor of the page that starts right after `run`."""
+    return _cursor(run.created_at, run.run_id)
 
 
 def cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -62,6 +82,46 @@ def _filtered(status: str | None, dataset_key: str | None, mode: str | None) -> 
     return qs.order_by("-created_at", "-run_id")
 
 
+def _page(
+    qs: QuerySet[TunixRun],
+    *,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+    fetch: Callable[[QuerySet[TunixRun]], list[T]],
+    key: Callable[[T], tuple[datetime, uuid.UUID]],
+) -> RunPage[T]:
+    if cursor:
+        created_at, run_id = cursor_decode(cursor)
+        qs = qs.filter(created_at__lte=created_at).exclude(
+            Q(created_at=created_at) & Q(run_id__gte=run_id)
+        )
+        offset = 0
+    if offset >= DEEP_OFFSET:
+        # An index-only scan for the ids of the page, then only those rows.
+        ids = list(qs.values_list("run_id", flat=True)[offset : offset + limit + 1])
+        found = fetch(TunixRun.objects.filter(run_id__in=ids))
+        position = {run_id: i for i, run_id in enumerate(ids)}
+        rows = sorted(found, key=lambda row: position[key(row)[1]])
+    else:
+        rows = fetch(qs[offset : offset + limit + 1])
+    has_more = len(rows) > limit
+    items = rows[:limit]
+    next_cursor = None
+    if has_more:
+        created_at, run_id = key(items[-1])
+        next_cursor = _cursor(created_at, run_id)
+    return RunPage(
+        items=items,
+        pagination={
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if has_more and not cursor else None,
+            "next_cursor": next_cursor,
+        },
+    )
+
+
 def run_list(
     *,
     status: str | None = None,
@@ -70,42 +130,49 @@ def run_list(
     limit: int = 20,
     offset: int = 0,
     cursor: str | None = None,
-) -> RunPage:
+) -> RunPage[TunixRun]:
     """A page of runs, newest first (created_at, then run_id), filters combined with AND.
 
     With a `cursor` (from a previous page's `next_cursor`) the page starts right after
-    that run whatever its depth, and `offset` is ignored. Items have stdout, stderr
-    and config deferred. Raises InvalidCursor for a cursor this server did not issue.
+    that run whatever its depth, and `offset` is ignored. Items are TunixRun
+    instances with stdout, stderr and config deferred. Raises InvalidCursor for a
+    cursor this server did not issue.
     """
-    qs = _filtered(status, dataset_key, mode)
-    if cursor:
-        created_at, run_id = cursor_decode(cursor)
-        qs = qs.filter(created_at__lte=created_at).exclude(
-            Q(created_at=created_at) & Q(run_id__gte=run_id)
-        )
-        offset = 0
-    if offset >= DEEP_OFFSET:
-        # Index-only scan for the ids of the page, then only those rows.
-        ids = list(qs.values_list("run_id", flat=True)[offset : offset + limit + 1])
-        by_id = {r.run_id: r for r in TunixRun.objects.filter(run_id__in=ids).defer(*LIST_DEFERRED)}
-        rows = [by_id[i] for i in ids if i in by_id]
-    else:
-        rows = list(qs.defer(*LIST_DEFERRED)[offset : offset + limit + 1])
-    has_more = len(rows) > limit
-    items = rows[:limit]
-    return RunPage(
-        items=items,
-        pagination={
-            "limit": limit,
-            "offset": offset,
-            "next_offset": offset + limit if has_more and not cursor else None,
-            "next_cursor": cursor_encode(items[-1]) if has_more else None,
-        },
+    return _page(
+        _filtered(status, dataset_key, mode),
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+        fetch=lambda qs: list(qs.defer(*LIST_DEFERRED)),
+        key=lambda run: (run.created_at, run.run_id),
+    )
+
+
+def run_list_values(
+    *,
+    status: str | None = None,
+    dataset_key: str | None = None,
+    mode: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> RunPage[dict[str, Any]]:
+    """`run_list` for the JSON API: items are plain dicts of LIST_VALUES (no model objects)."""
+    return _page(
+        _filtered(status, dataset_key, mode),
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+        fetch=lambda qs: list(qs.values(*LIST_VALUES)),
+        key=lambda row: (row["created_at"], row["run_id"]),
     )
 
 
 def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
-    return TunixRun.objects.filter(pk=run_id).first()
+    try:
+        return TunixRun.objects.get(pk=run_id)
+    except TunixRun.DoesNotExist:
+        return None
 
 
 def run_events(*, run_id: uuid.UUID) -> list[RunEvent]:
