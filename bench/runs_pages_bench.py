@@ -1,0 +1,134 @@
+"""Run pages benchmark (issue 6): the history with 1,000,000 runs on PostgreSQL.
+
+    .venv/bin/python -m bench.runs_pages_bench        # BENCH_RUNS=1000000 by default
+
+Seeds the runs the way bench/runs_bench.py does, plus one local run with 2,000
+metric rows for the run page; VACUUM ANALYZE. Then:
+
+1. server time of the history fragment (`GET /runs/history/` as htmx asks for
+   it), rendered in this process through Django's test client: median and p95
+   over 200 requests per view, with the SQL it ran and EXPLAIN ANALYZE of the
+   page query;
+2. wrk rounds against gunicorn (2 workers) for the whole pages: the panel,
+   the panel with the history opened (`/?history=1`), a filtered history, a
+   deep page, and a run page with its loss chart.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any
+
+from bench import harness
+from bench.runs_bench import seed_runs
+
+RUNS = int(os.environ.get("BENCH_RUNS", "1000000"))
+SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
+METRIC_STEPS = 2000
+
+
+def seed_chart_run() -> str:
+    from runs.models import RunMetric
+    from runs.tests.factories import TunixRunFactory
+
+    run = TunixRunFactory.create(mode="local", exit_code=0, metrics_steps=METRIC_STEPS)
+    RunMetric.objects.bulk_create(
+        [
+            RunMetric(
+                run=run,
+                step=step,
+                loss=3.0 / (1 + step / 100),
+                eval_loss=(3.2 / (1 + step / 100)) if step % 100 == 0 else None,
+            )
+            for step in range(1, METRIC_STEPS + 1)
+        ],
+        batch_size=1000,
+    )
+    return str(run.run_id)
+
+
+def server_time(path: str, params: dict[str, str]) -> tuple[float, float, list[str]]:
+    """Median and p95 milliseconds of one htmx history request, and the SQL of the last one."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(headers={"HX-Request": "true"})
+    timings = []
+    for _ in range(SAMPLES):
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get(path, params, SERVER_NAME="localhost")
+            timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.status_code
+    timings.sort()
+    return (
+        statistics.median(timings),
+        timings[int(len(timings) * 0.95) - 1],
+        [q["sql"] for q in queries.captured_queries],
+    )
+
+
+def plan(filters: dict[str, Any], offset: int = 0) -> str:
+    from runs.selectors import LIST_DEFERRED, _filtered
+
+    queryset = _filtered(
+        filters.get("status"), filters.get("dataset_key"), filters.get("mode")
+    ).defer(*LIST_DEFERRED)[offset : offset + 21]
+    return harness.explain_queryset(queryset)
+
+
+def main() -> None:
+    with harness.postgres():
+        print(f"seeding {RUNS:,} runs ...", flush=True)
+        print(f"seeded in {seed_runs(RUNS):.1f} s", flush=True)
+        chart_run = seed_chart_run()
+        harness.analyze()
+        # The pages link static files through the manifest storage, as `make run` serves them.
+        from django.core.management import call_command
+
+        call_command("collectstatic", interactive=False, verbosity=0)
+
+        views = [
+            ("history, first page", {}),
+            ("history, status=failed & dataset_key=ds-7-v1", {"status": "failed", "dataset_key": "ds-7-v1"}),
+            ("history, all three filters", {"status": "completed", "mode": "local", "dataset_key": "ds-8-v1"}),
+            ("history, offset=180", {"offset": "180"}),
+        ]  # fmt: skip
+        print(f"\n{RUNS:,} runs stored; server time of GET /runs/history/ (htmx fragment), "
+              f"{SAMPLES} requests each, in-process\n", flush=True)  # fmt: skip
+        print("| view | median ms | p95 ms | queries |\n|---|---|---|---|", flush=True)
+        sql_of: dict[str, list[str]] = {}
+        for name, params in views:
+            median, p95, sql = server_time("/runs/history/", params)
+            sql_of[name] = sql
+            print(f"| {name} | {median:.1f} | {p95:.1f} | {len(sql)} |", flush=True)
+        print("\nSQL of the first page:\n\n```\n" + "\n".join(sql_of["history, first page"]))
+        print("```\n\n#### EXPLAIN ANALYZE, first page\n\n```\n" + plan({}) + "\n```")
+        print(
+            "\n#### EXPLAIN ANALYZE, status=failed & dataset_key=ds-7-v1\n\n```\n"
+            + plan({"status": "failed", "dataset_key": "ds-7-v1"})
+            + "\n```",
+            flush=True,
+        )
+
+        rounds = [
+            ("GET / (panel, history collapsed)", "/"),
+            ("GET /?history=1 (panel + first history page)", "/?history=1"),
+            ("GET /?status=failed&dataset_key=ds-7-v1", "/?status=failed&dataset_key=ds-7-v1"),
+            ("GET /?offset=180", "/?offset=180"),
+            (f"GET /runs/<id>/ ({METRIC_STEPS:,}-step loss chart)", f"/runs/{chart_run}/"),
+        ]
+        print(f"\nwrk -t{harness.THREADS} -c{harness.CONNECTIONS} -d{harness.DURATION}s; "
+              "2 gunicorn workers\n", flush=True)  # fmt: skip
+        with harness.gunicorn() as server:
+            harness.print_header()
+            for index, (name, path) in enumerate(rounds):
+                # The first round also warms the freshly started workers up.
+                harness.report(name, server.wrk(path, warmup=5 if index == 0 else 2))
+
+
+if __name__ == "__main__":
+    main()
