@@ -88,9 +88,11 @@ def postgres_part(count: int) -> None:
 
     with harness.postgres():
         from django.db import connection
+        from django.db.models import Exists, OuterRef
 
+        from datasets.exports import render_tunix_sft
         from datasets.models import Dataset, DatasetMember
-        from datasets.selectors import _dataset_rows
+        from datasets.selectors import _dataset_rows_between_qs
         from datasets.services import traces_matching
         from traces.models import Trace
 
@@ -111,16 +113,37 @@ def postgres_part(count: int) -> None:
 
         five_k, seconds = timed_build("export", "5k", limit=5_000)
         print(f"\nbuilt {five_k.key} (latest 5,000) in {seconds:.2f} s")
-        print("\nEXPLAIN (export rows):\n" + harness.explain_queryset(_dataset_rows(five_k)))
+        stored = (
+            DatasetMember.objects.filter(
+                Exists(Trace.objects.filter(pk=OuterRef("trace_id"))),
+                dataset_id=five_k.pk,
+                position__gte=0,
+                position__lt=1000,
+            )
+            .order_by("position")
+            .values_list("sft_line", flat=True)
+        )
+        print("\nEXPLAIN (one chunk of the tunix_sft export):\n" + harness.explain_queryset(stored))
+        print(
+            "\nEXPLAIN (one chunk of the trace export):\n"
+            + harness.explain_queryset(_dataset_rows_between_qs(five_k, 0, 1000))
+        )
 
         everything = Dataset.objects.create(
             key="all-v1", name="all", version="v1", trace_count=count, stats={}
         )
-        ids = Trace.objects.order_by("-created_at", "-id").values_list("id", flat=True)
+        rows = Trace.objects.order_by("-created_at", "-id").values_list(
+            "id", "created_at", "trace_version", "payload"
+        )
         DatasetMember.objects.bulk_create(
             (
-                DatasetMember(dataset=everything, position=i, trace_id=t)
-                for i, t in enumerate(ids.iterator(chunk_size=5000))
+                DatasetMember(
+                    dataset=everything,
+                    position=i,
+                    trace_id=t,
+                    sft_line=render_tunix_sft(str(t), c.isoformat(), v, p, "all-v1"),
+                )
+                for i, (t, c, v, p) in enumerate(rows.iterator(chunk_size=5000))
             ),
             batch_size=5000,
         )

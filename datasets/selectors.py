@@ -7,12 +7,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.db import connection
-from django.db.models import CharField, QuerySet
+from django.db.models import CharField, Exists, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
 
 from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
-from datasets.models import Dataset
+from datasets.models import Dataset, DatasetMember
 from traces.models import Trace
 
 # Rows fetched per round trip while streaming an export.
@@ -122,25 +122,37 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
     }
 
 
-def _dataset_rows(dataset: Dataset) -> QuerySet[Trace, tuple[Any, ...]]:
+def _dataset_rows_between_qs(
+    dataset: Dataset, start: int, stop: int
+) -> QuerySet[Trace, tuple[Any, ...]]:
     return _export_queryset(
-        Trace.objects.filter(dataset_memberships__dataset_id=dataset.pk).order_by(
-            "dataset_memberships__position"
-        )
+        Trace.objects.filter(
+            dataset_memberships__dataset_id=dataset.pk,
+            dataset_memberships__position__gte=start,
+            dataset_memberships__position__lt=stop,
+        ).order_by("dataset_memberships__position")
     )
 
 
 def _dataset_rows_between(dataset: Dataset, start: int, stop: int) -> list[tuple[Any, ...]]:
     """Existing traces at positions start..stop-1, in position order (one indexed range scan)."""
-    return list(
-        _export_queryset(
-            Trace.objects.filter(
-                dataset_memberships__dataset_id=dataset.pk,
-                dataset_memberships__position__gte=start,
-                dataset_memberships__position__lt=stop,
-            ).order_by("dataset_memberships__position")
+    return list(_dataset_rows_between_qs(dataset, start, stop))
+
+
+def _stored_sft_lines(dataset: Dataset, size: int, chunk: int) -> Iterator[str]:
+    """The tunix_sft lines stored at build time, for members whose trace still exists."""
+    existing = Trace.objects.filter(pk=OuterRef("trace_id"))
+    for start in range(0, size, chunk):
+        yield from (
+            DatasetMember.objects.filter(
+                Exists(existing),
+                dataset_id=dataset.pk,
+                position__gte=start,
+                position__lt=start + chunk,
+            )
+            .order_by("position")
+            .values_list("sft_line", flat=True)
         )
-    )
 
 
 def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
@@ -158,9 +170,12 @@ def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
         raise LookupError(f"Dataset not found: {key}")
     # Positions are 0..trace_count-1, written once by dataset_build.
     size = dataset.trace_count
+    chunk = EXPORT_CHUNK_SIZE
+
+    if fmt == "tunix_sft":
+        return _stored_sft_lines(dataset, size, chunk)
 
     def lines() -> Iterator[str]:
-        chunk = EXPORT_CHUNK_SIZE
         for start in range(0, size, chunk):
             for trace_id, created_at, version, payload in _dataset_rows_between(
                 dataset, start, start + chunk

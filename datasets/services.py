@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
-from datasets.exports import check_format
+from datasets.exports import check_format, render_tunix_sft
 from datasets.keys import dataset_key_make, dataset_key_validate
 from datasets.models import Dataset, DatasetMember, SelectionStrategy
 from datasets.selectors import dataset_export_lines, dataset_get, dataset_manifest
@@ -99,11 +99,17 @@ def _condition(sql: str, params: tuple[Any, ...]) -> RawSQL:
     return RawSQL(sql, params, output_field=BooleanField())  # noqa: S611 - constant SQL text
 
 
+def _plain_key(name: str) -> bool:
+    return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
+
+
 def _sqlite_condition(name: str, value: Any) -> RawSQL:
     types = _json_type_names(value) if value is not None else ()
     placeholders = ", ".join(["%s"] * len(types))
-    if '"' in name or "\\" in name:
-        # JSON paths cannot name such keys in SQLite; look the key up among meta's members.
+    if not _plain_key(name):
+        # A JSON path must spell a key as the stored text does (escaped or not,
+        # depending on who wrote it) and cannot name some keys at all; compare
+        # decoded keys among meta's members instead.
         member = f"SELECT 1 FROM json_each({_PAYLOAD}, '$.meta') AS m WHERE m.key = %s"  # noqa: S608
         if value is None:
             return _condition(f"NOT EXISTS ({member} AND m.type != 'null')", (name,))
@@ -209,21 +215,25 @@ def _check_build_args(
         raise ValueError("seed must fit in 64 bits")
 
 
+_SELECTED_COLUMNS = ("id", "created_at", "trace_version", "payload")
+
+
 def _select(
     filters: dict[str, Any], limit: int, strategy: str, seed: int | None
-) -> list[tuple[Any, dict[str, Any]]]:
-    """(trace id, payload) of the selected traces, in selection order."""
+) -> list[tuple[Any, ...]]:
+    """(id, created_at, trace_version, payload) of the selected traces, in selection order."""
     candidates = traces_matching(filters).order_by("-created_at", "-id")
     if strategy == SelectionStrategy.LATEST:
-        return list(candidates.values_list("id", "payload")[:limit])
+        return list(candidates.values_list(*_SELECTED_COLUMNS)[:limit])
     # random: a private RNG over the deterministic (newest first) candidate order.
     ids = list(candidates.values_list("id", flat=True))
     chosen = random.Random(seed).sample(ids, min(len(ids), limit))  # noqa: S311 - not crypto
-    payloads: dict[Any, dict[str, Any]] = {}
+    rows: dict[Any, tuple[Any, ...]] = {}
     for start in range(0, len(chosen), _PAYLOAD_BATCH):
         batch = chosen[start : start + _PAYLOAD_BATCH]
-        payloads.update(Trace.objects.filter(id__in=batch).values_list("id", "payload"))
-    return [(trace_id, payloads[trace_id]) for trace_id in chosen]
+        for row in Trace.objects.filter(id__in=batch).values_list(*_SELECTED_COLUMNS):
+            rows[row[0]] = row
+    return [rows[trace_id] for trace_id in chosen]
 
 
 def dataset_stats(payloads: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -296,7 +306,7 @@ def dataset_build(
         raise DatasetAlreadyExists(key)
 
     selected = _select(filters, limit, selection_strategy, seed)
-    stats = dataset_stats(payload for _, payload in selected)
+    stats = dataset_stats(row[3] for row in selected)
     try:
         with transaction.atomic():
             dataset = Dataset.objects.create(
@@ -314,8 +324,15 @@ def dataset_build(
             )
             DatasetMember.objects.bulk_create(
                 (
-                    DatasetMember(dataset=dataset, position=position, trace_id=trace_id)
-                    for position, (trace_id, _) in enumerate(selected)
+                    DatasetMember(
+                        dataset=dataset,
+                        position=position,
+                        trace_id=trace_id,
+                        sft_line=render_tunix_sft(
+                            str(trace_id), created_at.isoformat(), version, payload, key
+                        ),
+                    )
+                    for position, (trace_id, created_at, version, payload) in enumerate(selected)
                 ),
                 batch_size=_MEMBER_BATCH,
             )
@@ -324,7 +341,7 @@ def dataset_build(
         if Dataset.objects.filter(key=key).exists():
             raise DatasetAlreadyExists(key) from None
         raise
-    _write_manifest(dataset, [str(trace_id) for trace_id, _ in selected])
+    _write_manifest(dataset, [str(row[0]) for row in selected])
     return dataset
 
 

@@ -393,3 +393,26 @@ def test_export_timestamps_and_ids_are_printed_like_python_does() -> None:
     assert ids == [str(fraction.id), str(whole.id)]
     by_id = selectors.traces_export_lines(trace_ids=[whole.id], fmt="trace")
     assert json.loads(next(by_id))["metadata"]["created_at"] == "2025-03-04T05:06:07+00:00"
+
+
+def test_stored_tunix_sft_lines_equal_lines_rendered_from_the_traces() -> None:
+    dataset = dataset_with_traces(count=4, meta={"src": "é", "format": "override"})
+    TraceFactory.create(meta={"n": 1.5})
+    ids = _ids(dataset)
+    stored = list(selectors.dataset_export_lines(key=dataset.key, fmt="tunix_sft"))
+    live = list(selectors.traces_export_lines(trace_ids=ids, fmt="tunix_sft"))
+    assert stored == live
+    Trace.objects.filter(id=ids[0]).delete()
+    assert list(selectors.dataset_export_lines(key=dataset.key, fmt="tunix_sft")) == live[1:]
+
+
+def test_filters_match_traces_stored_by_the_traces_app() -> None:
+    from traces.services import trace_create
+    from traces.tests.factories import make_payload
+
+    created = trace_create(payload=make_payload(meta={"clé": "valeur", "n": [1, 2]}))
+    TraceFactory.create(meta={"clé": "autre"})
+    dataset = services.dataset_build(name="api", version="v1", filters={"clé": "valeur"})
+    assert _ids(dataset) == [created.id]
+    by_list = services.dataset_build(name="api", version="v2", filters={"n": [1, 2]})
+    assert _ids(by_list) == [created.id]
