@@ -750,16 +750,19 @@ def _load_pending_outcome(run: TunixRun) -> RunOutcome | None:
 # --- Reaper ---------------------------------------------------------------------------
 
 
-def run_reap(*, now: datetime | None = None) -> list[uuid.UUID]:
+def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> list[uuid.UUID]:
     """Finish runs left `running` that nobody will finish; return their ids.
 
     - A run whose outcome could not be recorded (outcome.json in its directory) gets it.
     - A run of this host whose supervising process is gone is marked `failed`
       (interrupted); a still-alive orphaned trainer of it is killed first.
-    Runs of other hosts are left alone: their supervisors cannot be checked from here.
+    - Runs of the hosts named in `hosts_gone` (an operator's word that those machines
+      are gone for good) are marked `failed` too.
+    Other hosts' runs are left alone: their processes cannot be checked from here.
     """
     now = now or timezone.now()
     host = socket.gethostname()[:255]
+    gone = set(hosts_gone) - {host}
     reaped: list[uuid.UUID] = []
     running = TunixRun.objects.filter(status=RunStatus.RUNNING).defer("stdout", "stderr")
     for run in running:
@@ -769,14 +772,19 @@ def run_reap(*, now: datetime | None = None) -> list[uuid.UUID]:
                 reaped.append(run.run_id)
                 (run_directory(run_id=run.run_id) / OUTCOME_FILE).unlink(missing_ok=True)
             continue
-        if run.supervisor_host != host or run.supervisor_pid is None:
-            continue
-        if process_alive(run.supervisor_pid, run.supervisor_fingerprint):
+        if run.supervisor_host not in gone and not _supervisor_gone(run, host):
             continue
         outcome = _interrupted_outcome(run, now)
         if _finished(run, outcome, "reaped: supervising process gone"):
             reaped.append(run.run_id)
     return reaped
+
+
+def _supervisor_gone(run: TunixRun, host: str) -> bool:
+    """Whether this host can tell that the process executing `run` no longer exists."""
+    if run.supervisor_host != host or run.supervisor_pid is None:
+        return False
+    return not process_alive(run.supervisor_pid, run.supervisor_fingerprint)
 
 
 def _finished(run: TunixRun, outcome: RunOutcome, reason: str) -> bool:

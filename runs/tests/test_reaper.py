@@ -127,3 +127,18 @@ def test_reap_runs_command_prints_what_it_reaped() -> None:
     out = StringIO()
     call_command("reap_runs", stdout=out)
     assert out.getvalue().strip() == "0 run(s) reaped"
+
+
+def test_runs_of_a_host_declared_gone_are_reaped_too() -> None:
+    from io import StringIO
+
+    me = os.getpid()
+    elsewhere = running(supervisor_host="old-container", supervisor_pid=me)
+    mine_alive = running(supervisor_pid=me, supervisor_fingerprint=process_fingerprint(me))
+    assert run_reap() == []
+    out = StringIO()
+    # Naming this very host does not override the liveness check.
+    call_command("reap_runs", "--host-gone", "old-container", "--host-gone", HOST, stdout=out)
+    assert out.getvalue().splitlines() == [f"reaped {elsewhere.run_id}", "1 run(s) reaped"]
+    mine_alive.refresh_from_db()
+    assert mine_alive.status == "running"
