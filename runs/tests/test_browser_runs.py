@@ -137,12 +137,13 @@ def test_a_row_expands_with_its_output_as_text_and_collapses(page: Page) -> None
     page.goto("/?history=1")
     button = page.get_by_test_id(f"tunix:view-detail-btn-{run.run_id}")
     expect(button).to_have_attribute("aria-expanded", "false")
-    expect(button).to_have_text("View")
+    expect(button).to_have_text(f"View run {run.run_id}")
     button.click()
     detail = page.get_by_test_id(f"tunix:run-detail-{run.run_id}")
     expect(detail).to_be_visible()
     expect(button).to_have_attribute("aria-expanded", "true")
-    expect(button).to_have_text("Hide")
+    expect(button).to_have_text(f"Hide run {run.run_id}")
+    expect(page.get_by_role("button", name=f"Hide run {run.run_id}")).to_be_visible()
     expect(page.get_by_test_id(f"tunix:detail-stdout-{run.run_id}")).to_have_text(
         "<script>alert(1)</script>"
     )

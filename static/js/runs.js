@@ -25,7 +25,7 @@
     }
     var label = open ? button.dataset.labelOpen : button.dataset.labelClosed;
     if (label) {
-      button.textContent = label;
+      (button.querySelector("[data-label]") || button).textContent = label;
     }
   }
 
