@@ -86,3 +86,17 @@ def test_local_failure_shows_stderr_and_exits_non_zero() -> None:
         call_command("tunix_run", "demo-v1", "fake-fail", "--local", stdout=out, stderr=StringIO())
     assert "exit code: 3" in out.getvalue()
     assert "error: unknown model" in out.getvalue()
+
+
+@pytest.mark.usefixtures("fake_trainer")
+def test_local_run_shows_the_trainers_latest_line_while_it_runs(
+    settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings.TUNIX_RUN_TIMEOUT_SECONDS = 2
+    dataset_with_traces(count=1)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="ended timeout"):
+        call_command("tunix_run", "demo-v1", "fake-sleep", "--local", stdout=out, stderr=err)
+    assert "Execution timeout (exceeded 2 seconds)" in out.getvalue()
+    # The progress line (tqdm) goes to the process's stderr.
+    assert "running: started, sleeping" in capsys.readouterr().err

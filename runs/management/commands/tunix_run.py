@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -30,6 +32,7 @@ class _Progress(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
+        self.started = time.time() - 1
 
     def run(self) -> None:
         runs_root: Path | None = None
@@ -38,7 +41,7 @@ class _Progress(threading.Thread):
             while not self.stop.wait(0.5):
                 line = ""
                 if runs_root is None:
-                    runs_root = self._newest_run_dir()
+                    runs_root = self._newest_run_dir(self.started)
                 if runs_root is not None:
                     line = self._last_line(runs_root / "stdout.log")
                 bar.set_description_str(f"running: {line[:80]}" if line else "running")
@@ -47,12 +50,11 @@ class _Progress(threading.Thread):
             bar.close()
 
     @staticmethod
-    def _newest_run_dir() -> Path | None:
-        from django.conf import settings
-
+    def _newest_run_dir(since: float) -> Path | None:
+        """The run directory this launch created (the newest one made since it started)."""
         root = Path(settings.DATA_DIR) / "runs"
         try:
-            dirs = [d for d in root.iterdir() if d.is_dir()]
+            dirs = [d for d in root.iterdir() if d.is_dir() and d.stat().st_mtime >= since]
         except OSError:
             return None
         return max(dirs, key=lambda d: d.stat().st_mtime) if dirs else None
