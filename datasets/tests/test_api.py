@@ -311,3 +311,10 @@ def test_list_with_a_non_integer_limit_is_422(client: Client) -> None:
 def test_build_id_is_a_uuid(client: Client) -> None:
     body = _build(client, dataset_name="u", dataset_version="v1").json()
     assert uuid.UUID(body["build_id"])
+
+
+def test_openapi_documents_the_dataset_endpoints(client: Client) -> None:
+    paths = client.get("/api/openapi.json").json()["paths"]
+    assert "/api/datasets/build" in paths
+    assert "/api/datasets" in paths
+    assert any(p.endswith("/export.jsonl") for p in paths)
