@@ -95,16 +95,12 @@ def run_all(work: Path, count: int) -> None:
         print("\n| run | traces | seconds | traces/s | peak RSS MB |\n|---|---|---|---|---|")
         print("\n".join(import_rows), flush=True)
 
-        first_page = Trace.objects.order_by("-created_at", "-id").values_list(
-            "id", "created_at", "trace_version"
-        )[0:21]
-        deep_page = Trace.objects.order_by("-created_at", "-id").values_list(
-            "id", "created_at", "trace_version"
-        )[5000:5021]
-        print("\nList query, first page (limit 20 + 1):\n```")
-        print(harness.explain_queryset(first_page))
-        print("```\n\nList query at offset 5000:\n```")
-        print(harness.explain_queryset(deep_page))
+        from traces.selectors import SUMMARY_SQL
+
+        print(f"\nList query: `{SUMMARY_SQL}`\n\nFirst page (limit 20 + 1):\n```")
+        print(harness.explain(SUMMARY_SQL, [21, 0]))
+        print("```\n\nAt offset 5000:\n```")
+        print(harness.explain(SUMMARY_SQL, [21, 5000]))
         print("```\n", flush=True)
 
         trace_id = Trace.objects.order_by("created_at").values_list("id", flat=True)[count // 2]

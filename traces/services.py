@@ -35,33 +35,46 @@ class TraceCreated(NamedTuple):
     trace_version: str
 
 
-def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
-    """INSERT normalised payloads with one executemany; return what was inserted.
+_COLUMNS = ("id", "created_at", "trace_version", "payload")
 
-    This bypasses the ORM's per-field preparation and model instances (the cost
-    of bulk_create for JSON rows): ids, the timestamp and the JSON text are
-    adapted here once per backend, the JSON serialised by pydantic-core. All
-    rows get the same `created_at`. Callers own the transaction.
+
+def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
+    """INSERT normalised payloads, one statement per batch; return what was inserted.
+
+    Like bulk_create, but without the ORM's per-field preparation and model
+    instances, which dominate bulk_create's cost for JSON rows. The JSON text
+    is serialised by pydantic-core; all rows get the same `created_at`.
+    PostgreSQL gets one `COPY ... FROM STDIN`; SQLite a multi-row VALUES
+    list, split where it limits the parameters of a statement.
+    Callers own the transaction.
     """
     now = timezone.now()
     created = [TraceCreated(uuid.uuid4(), now, p["trace_version"]) for p in payloads]
     if not created:
         return created
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    native_uuid = connection.features.has_native_uuid_field
-    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    texts = [trace_payload_dump(p) for p in payloads]
     table = connection.ops.quote_name(Trace._meta.db_table)
-    # Only the quoted table name and a constant cast are interpolated; values are parameters.
-    sql = (
-        f"INSERT INTO {table} (id, created_at, trace_version, payload) "  # noqa: S608
-        f"VALUES (%s, %s, %s, %s{json_cast})"
-    )
-    params = [
-        (row.id if native_uuid else row.id.hex, stamp, row.trace_version, trace_payload_dump(p))
-        for row, p in zip(created, payloads, strict=True)
-    ]
+    columns = ", ".join(_COLUMNS)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor == "postgresql":
+            # COPY: no SQL text or parameter list growing with the batch to build,
+            # quote or parse; psycopg's C extension formats the rows.
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row, text in zip(created, texts, strict=True):
+                    copy.write_row((row.id, now, row.trace_version, text))
+            return created
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        per_statement = connection.ops.bulk_batch_size(list(_COLUMNS), created)
+        for start in range(0, len(created), per_statement):
+            stop = min(start + per_statement, len(created))
+            params: list[Any] = []
+            for row, text in zip(created[start:stop], texts[start:stop], strict=True):
+                params += (row.id.hex, stamp, row.trace_version, text)
+            values = ", ".join(["(%s, %s, %s, %s)"] * (stop - start))
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
+                params,
+            )
     return created
 
 
