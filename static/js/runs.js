@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  var timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  var timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 
   function localTimes(root) {
     root.querySelectorAll("time[data-local-time]").forEach(function (el) {
