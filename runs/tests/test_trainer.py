@@ -218,3 +218,238 @@ def test_in_process_main_trains_and_reports(tmp_path: Path) -> None:
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert all(row["eval_loss"] is None for row in rows)  # fewer than 20 examples: no eval split
     assert "step 4/4 loss" in out.getvalue()
+
+
+# --- in-process checks of the loading code (coverage sees these) ---------------------------------
+
+tunix_only = pytest.mark.skipif(not HAS_TUNIX and os.environ.get("CI") != "true", reason="no tunix")
+
+
+@pytest.mark.tunix
+@tunix_only
+@pytest.mark.parametrize("model_id", ["tiny-qwen3", "tiny-gemma3", "tiny-llama3"])
+def test_tiny_models_are_about_100k_parameters_with_the_byte_vocabulary(model_id: str) -> None:
+    from runs.trainer import models
+    from runs.trainer.tokenizer import ByteTokenizer
+
+    loaded = models.load_model(models.ModelSpec("tiny", model_id), download_dir=Path("/unused"))
+    assert 80_000 < loaded.parameters < 120_000
+    assert isinstance(loaded.tokenizer, ByteTokenizer)
+    assert (loaded.hf_config is None) == (model_id == "tiny-gemma3")
+
+
+@pytest.mark.tunix
+@tunix_only
+@pytest.mark.parametrize(
+    ("model_type", "extra", "family", "tied_field"),
+    [
+        ("qwen3", {"rope_theta": 1e6, "tie_word_embeddings": True}, "qwen3", "use_tied_embedding"),
+        ("qwen2", {"rope_parameters": {"rope_theta": 1e6}}, "qwen2", "use_tied_embedding"),
+        ("llama", {"rope_theta": 5e5, "tie_word_embeddings": True}, "llama3", "weight_tying"),
+    ],
+)
+def test_hugging_face_config_maps_onto_tunix_config(
+    model_type: str, extra: dict[str, Any], family: str, tied_field: str
+) -> None:
+    from runs.trainer import models
+
+    hf = {
+        "model_type": model_type,
+        "num_hidden_layers": 2,
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        **extra,
+    }
+    config = models.tunix_config_from_hf(family, hf)
+    assert (config.num_layers, config.vocab_size, config.embed_dim) == (2, 300, 64)
+    assert (config.head_dim, config.num_kv_heads) == (16, 2)
+    assert config.rope_theta == int(extra.get("rope_theta", 1e6))
+    assert getattr(config, tied_field) is bool(extra.get("tie_word_embeddings", False))
+    with pytest.raises(models.ModelError, match="lacks a usable field"):
+        models.tunix_config_from_hf(family, {"model_type": model_type})
+
+
+def _bpe_tokenizer(directory: Path) -> None:
+    """A small byte-level BPE saved as tokenizer.json, as a Hugging Face checkpoint has."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+
+    from runs.tests.trainer_fixtures import render
+
+    tokenizer = Tokenizer(tok_models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    texts = [render(f"What is {a}+{a}?", [f"Add {a} and {a}"], str(2 * a)) for a in range(60)]
+    tokenizer.train_from_iterator(texts, trainer)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_checkpoint_with_a_hugging_face_tokenizer_trains(tmp_path: Path) -> None:
+    """A Llama-layout checkpoint with tokenizer.json (not our byte tokenizer) trains end to end."""
+    from flax import nnx
+    from tunix.models.llama3 import model as llama3
+
+    from runs.trainer import cli, export, models
+    from runs.trainer.tokenizer import HuggingFaceTokenizer, load_tokenizer
+
+    checkpoint = tmp_path / "run" / "hf-llama"
+    _bpe_tokenizer(checkpoint)
+    hf_config = {
+        "model_type": "llama",
+        "num_hidden_layers": 2,
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rope_theta": 10000,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
+    tokenizer = load_tokenizer(checkpoint, hf_config)
+    assert isinstance(tokenizer, HuggingFaceTokenizer)
+    assert (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id) == (0, 1, 2)
+    text = "<start_of_turn>user\nWhat is 3+3?<end_of_turn>"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    model = llama3.Llama3(models.tunix_config_from_hf("llama3", hf_config), rngs=nnx.Rngs(0))
+    export.export_checkpoint(model, tokenizer, hf_config, checkpoint)
+
+    run_dir, manifest = make_run(tmp_path, model_id="hf-llama", examples=16, batch_size=8)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["--config", str(manifest)], out=out, err=err) == 0, err.getvalue()
+    assert "(local, family llama3" in out.getvalue()
+    assert "vocabulary 320" in out.getvalue()
+    rows = read_metrics(run_dir)
+    assert len(rows) == 2 and rows[-1]["loss"] < rows[0]["loss"]
+    exported = tmp_path / "data" / "outputs" / "tunix_run_test" / "model"
+    assert (exported / "tokenizer.json").is_file()
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_sentencepiece_tokenizer_loads(tmp_path: Path) -> None:
+    import sentencepiece
+
+    from runs.trainer.tokenizer import SentencePieceTokenizer, load_tokenizer
+
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([f"what is {a} plus {a}" for a in range(200)]),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=60,
+        model_type="bpe",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        minloglevel=2,
+    )
+    tokenizer = load_tokenizer(tmp_path, {"model_type": "llama"})
+    assert isinstance(tokenizer, SentencePieceTokenizer)
+    assert (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id) == (0, 1, 2)
+    assert tokenizer.vocab_size == 60
+    assert tokenizer.decode(tokenizer.encode("what is 7 plus 7")) == "what is 7 plus 7"
+    (tmp_path / "copy").mkdir()
+    tokenizer.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "tokenizer.model").is_file()
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_unloadable_checkpoints_are_model_errors(tmp_path: Path) -> None:
+    from runs.trainer import models
+    from runs.trainer.tokenizer import ByteTokenizer
+
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen3",
+                "num_hidden_layers": 2,
+                "vocab_size": 100,
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_attention_heads": 4,
+            }
+        )
+    )
+    ByteTokenizer().save(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    spec = models.ModelSpec("local", str(tmp_path), tmp_path)
+    with pytest.raises(models.ModelError, match="tokenizer has 264 tokens"):
+        models.load_model(spec, download_dir=tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "vocab_size": 264}))
+    with pytest.raises(models.ModelError, match="cannot load weights from"):
+        models.load_model(spec, download_dir=tmp_path)
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_hub_resolution_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runs.trainer import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelError, match="offline"):
+        models.load_model(models.ModelSpec("hub", "Qwen/Qwen3-0.6B"), download_dir=tmp_path)
+    with pytest.raises(models.ModelError, match="not a family Tunix supports"):
+        models.load_model(models.ModelSpec("hub", "mistralai/Mistral-7B"), download_dir=tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(models.ModelError, match="needs HF_TOKEN"):
+        models.load_model(models.ModelSpec("hub", "Qwen/Qwen3-0.6B"), download_dir=tmp_path)
+
+
+def test_unexpected_failure_exits_1_with_one_line_and_a_saved_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runs.trainer import cli
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("device\nlost")
+
+    monkeypatch.setattr(cli, "load_model", boom)
+    run_dir, manifest = make_run(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["--config", str(manifest)], out=out, err=err) == 1
+    assert err.getvalue().startswith("error: training failed: RuntimeError: device lost")
+    assert err.getvalue().count("\n") == 1
+    assert "RuntimeError" in (run_dir / cli.TRACEBACK_FILE).read_text()
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_model", interrupted)
+    err = io.StringIO()
+    assert cli.main(["--config", str(manifest)], out=out, err=err) == 130
+    assert err.getvalue() == "error: interrupted\n"
+
+
+def test_module_entry_point_runs_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+    import signal
+    import sys
+
+    _, manifest = make_run(tmp_path, model_id="no-such-model")
+    monkeypatch.setattr(sys, "argv", ["runs.trainer", "--config", str(manifest)])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as info:
+            runpy.run_module("runs.trainer", run_name="__main__", alter_sys=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.code == 4

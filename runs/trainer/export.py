@@ -100,6 +100,7 @@ def export_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = hf_state_dict(model)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    config = {**hf_config, "torch_dtype": "float32"}
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save(directory)
     return directory
