@@ -28,8 +28,8 @@ from bench.traces_data import payloads, write_jsonl
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_import(path: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Run import_traces in a child process; (seconds, peak RSS in MB) of that child."""
+def run_import(path: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Run import_traces in a child process: wall seconds, its CPU seconds, its peak RSS (MB)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "import_traces", str(path), "--no-progress"],
@@ -45,13 +45,13 @@ def run_import(path: Path, env: dict[str, str]) -> tuple[float, float]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"import_traces failed:\n{out}\n{err}")
     print(f"  {out.strip()}", file=sys.stderr)
-    return seconds, usage.ru_maxrss / 1024.0
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
-def import_row(backend: str, count: int, seconds: float, rss_mb: float) -> str:
+def import_row(backend: str, count: int, seconds: float, cpu: float, rss_mb: float) -> str:
     return (
         f"| import_traces, {backend} | {count:,} | {seconds:.1f} | {count / seconds:,.0f} "
-        f"| {rss_mb:.0f} |"
+        f"| {cpu:.1f} | {count / cpu:,.0f} | {rss_mb:.0f} |"
     )
 
 
@@ -61,6 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     count: int = args.traces
 
+    print(f"load average at start: {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
     work = Path(tempfile.mkdtemp(prefix="traces-bench-"))
     try:
         run_all(work, count)
@@ -92,7 +93,10 @@ def run_all(work: Path, count: int) -> None:
         assert Trace.objects.count() == count
         harness.analyze()
 
-        print("\n| run | traces | seconds | traces/s | peak RSS MB |\n|---|---|---|---|---|")
+        print(
+            "\n| run | traces | wall s | traces/s | command CPU s | traces per CPU s "
+            "| peak RSS MB |\n|---|---|---|---|---|---|---|"
+        )
         print("\n".join(import_rows), flush=True)
 
         from traces.selectors import SUMMARY_SQL
@@ -124,6 +128,7 @@ def run_all(work: Path, count: int) -> None:
                 "≥ 120",
             )
         print(f"\ntraces stored at the end: {Trace.objects.count():,}", flush=True)
+        print(f"load average at the end: {os.getloadavg()}", flush=True)
 
 
 if __name__ == "__main__":
