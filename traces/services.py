@@ -36,6 +36,10 @@ class TraceCreated(NamedTuple):
 
 
 _COLUMNS = ("id", "created_at", "trace_version", "payload")
+# Below this many rows a plain INSERT costs PostgreSQL fewer round trips than COPY.
+_COPY_FROM_ROWS = 8
+# PostgreSQL accepts at most 65,535 parameters in one statement.
+_MAX_ROWS_PER_STATEMENT = 65_535 // len(_COLUMNS)
 
 
 def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
@@ -44,9 +48,9 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     Like bulk_create, but without the ORM's per-field preparation and model
     instances, which dominate bulk_create's cost for JSON rows. The JSON text
     is serialised by pydantic-core; all rows get the same `created_at`.
-    PostgreSQL gets one `COPY ... FROM STDIN`; SQLite a multi-row VALUES
-    list, split where it limits the parameters of a statement.
-    Callers own the transaction.
+    On PostgreSQL a batch of more than a few rows is one `COPY ... FROM STDIN`;
+    otherwise a multi-row VALUES list, split where the backend limits the
+    parameters of a statement (SQLite). Callers own the transaction.
     """
     now = timezone.now()
     created = [TraceCreated(uuid.uuid4(), now, p["trace_version"]) for p in payloads]
@@ -56,7 +60,8 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     table = connection.ops.quote_name(Trace._meta.db_table)
     columns = ", ".join(_COLUMNS)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        postgresql = connection.vendor == "postgresql"
+        if postgresql and len(created) > _COPY_FROM_ROWS:
             # COPY: no SQL text or parameter list growing with the batch to build,
             # quote or parse; psycopg's C extension formats the rows.
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
@@ -64,13 +69,17 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
                     copy.write_row((row.id, now, row.trace_version, text))
             return created
         stamp = connection.ops.adapt_datetimefield_value(now)
-        per_statement = connection.ops.bulk_batch_size(list(_COLUMNS), created)
+        native_uuid = connection.features.has_native_uuid_field
+        placeholders = "(%s, %s, %s, %s::jsonb)" if postgresql else "(%s, %s, %s, %s)"
+        per_statement = min(
+            connection.ops.bulk_batch_size(list(_COLUMNS), created), _MAX_ROWS_PER_STATEMENT
+        )
         for start in range(0, len(created), per_statement):
             stop = min(start + per_statement, len(created))
             params: list[Any] = []
             for row, text in zip(created[start:stop], texts[start:stop], strict=True):
-                params += (row.id.hex, stamp, row.trace_version, text)
-            values = ", ".join(["(%s, %s, %s, %s)"] * (stop - start))
+                params += (row.id if native_uuid else row.id.hex, stamp, row.trace_version, text)
+            values = ", ".join([placeholders] * (stop - start))
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
                 params,

@@ -100,3 +100,13 @@ def test_malformed_or_non_array_body_is_422(client: Client, body: Any, loc: list
     response = post(client, body)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == loc
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [1, 8, 9])
+def test_small_and_large_batches_store_the_same_payloads(client: Client, size: int) -> None:
+    # Either side of the size where PostgreSQL switches from INSERT to COPY.
+    payloads = [make_payload(prompt=f"p{n}", meta={"n": n, "s": "é\\\t'\""}) for n in range(size)]
+    body = post(client, payloads).json()
+    stored = {str(t.id): t.payload for t in Trace.objects.all()}
+    assert [stored[t["id"]] for t in body["traces"]] == payloads
