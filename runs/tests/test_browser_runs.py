@@ -115,6 +115,12 @@ def test_filters_narrow_the_rows_and_survive_a_reload(page: Page) -> None:
     expect(page.get_by_test_id("tunix:history-empty")).to_have_text(
         re.compile("No runs match these filters")
     )
+    expect(page).to_have_url(re.compile(r"/\?status=failed&mode=local&dataset_key=a-v1$"))
+
+    # Back goes to the previous filters (htmx restores the page it left).
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/\?status=failed&dataset_key=a-v1$"))
+    expect(rows(page)).to_have_count(1)
 
 
 def test_a_row_expands_with_its_output_as_text_and_collapses(page: Page) -> None:
