@@ -25,6 +25,10 @@ from runs.trainer.manifest import load_manifest
 from runs.trainer.models import ModelSpec, load_model, resolve_model_id
 
 TRACEBACK_FILE = "trainer_traceback.txt"
+# JAX's persistent compilation cache: compiling the train and eval steps is most of a tiny run's
+# CPU time, and runs of the same model and shapes compile the same programs.
+CACHE_ENV = "TUNIX_TRAINER_JAX_CACHE"
+DEFAULT_CACHE = Path("~/.cache/tunix-registry/jax")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +104,7 @@ def _run(manifest: Any, *, out: IO[str]) -> int:
     print(f"dataset {manifest.dataset_path}: {len(records)} examples", file=out, flush=True)
 
     _quiet_libraries()
+    _enable_compilation_cache()
     loaded = load_model(spec, download_dir=manifest.output_dir / "hub_download")
     print(
         f"model {manifest.model_id} ({spec.kind}, family {loaded.family}, "
@@ -193,3 +198,23 @@ def _quiet_libraries() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover - absl comes with the tunix extra
         pass
+
+
+def _enable_compilation_cache() -> None:
+    """Point JAX's persistent compilation cache at TUNIX_TRAINER_JAX_CACHE (default
+    ~/.cache/tunix-registry/jax; "off" disables it), unless JAX_COMPILATION_CACHE_DIR is set."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in {"off", "0", "false", "no"}:
+        return
+    directory = Path(setting).expanduser() if setting else DEFAULT_CACHE.expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # a cache is an optimisation; never fail a run for it
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
