@@ -130,3 +130,39 @@ def test_process_identity() -> None:
     done.wait()
     assert not process_alive(done.pid)
     assert not process_alive(0)
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["google/gemma-2b-it", "yes", "1.0", "a: b", "é ü ✅", "- x", "'q'", "#x", "x\ny", " sp",
+     "null", "~", "@x", "1e5", "0x10", "k" * 256],
+)  # fmt: skip
+def test_manifest_yaml_is_byte_identical_to_pyyaml_dump(model_id: str) -> None:
+    import yaml
+
+    from runs.services import manifest_yaml
+
+    args = {
+        "learning_rate": 2e-5,
+        "num_epochs": 3,
+        "batch_size": 8,
+        "max_seq_length": 2048,
+    }
+    expected = yaml.dump(
+        {
+            "version": "1.0",
+            "runner": "tunix",
+            "mode": "sft",
+            "model": {"model_id": model_id},
+            "dataset": {"format": "tunix_sft", "path": "./datasets/k-v1.jsonl"},
+            "training": args,
+            "output": {"output_dir": "/data/outputs/x y"},
+        },
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
+    text = manifest_yaml(
+        dataset_key="k-v1", model_id=model_id, output_dir="/data/outputs/x y", **args
+    )
+    assert text == expected
