@@ -48,6 +48,30 @@ def run_import(path: Path, env: dict[str, str]) -> tuple[float, float, float]:
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
+def inprocess_cpu_ms(path: str, *, body: str | None = None, n: int = 300) -> float:
+    """CPU ms per request served in-process by Django's test client (no HTTP, no wrk).
+
+    Independent of how loaded the machine is; it covers middleware, ninja, the
+    handler and the database driver (the database's own CPU is not included).
+    """
+    from django.test import Client
+
+    client = Client(HTTP_HOST="localhost")
+
+    def once() -> int:
+        if body is None:
+            return client.get(path).status_code
+        return client.post(path, body, content_type="application/json").status_code
+
+    for _ in range(20):
+        once()
+    start = time.process_time()
+    for _ in range(n):
+        status = once()
+    assert status in (200, 201), status
+    return (time.process_time() - start) / n * 1000
+
+
 def import_row(backend: str, count: int, seconds: float, cpu: float, rss_mb: float) -> str:
     return (
         f"| import_traces, {backend} | {count:,} | {seconds:.1f} | {count / seconds:,.0f} "
@@ -110,6 +134,16 @@ def run_all(work: Path, count: int) -> None:
         trace_id = Trace.objects.order_by("created_at").values_list("id", flat=True)[count // 2]
         one = json.dumps(next(payloads(1, seed=99)))
         batch = json.dumps(list(payloads(100, seed=98)))
+
+        print("\n| endpoint | in-process CPU ms/request |\n|---|---|")
+        for name, path, data, n in [
+            ("GET /api/traces?limit=20", "/api/traces?limit=20", None, 1000),
+            ("GET /api/traces/{id}", f"/api/traces/{trace_id}", None, 1000),
+            ("POST /api/traces", "/api/traces", one, 1000),
+            ("POST /api/traces/batch (100 traces)", "/api/traces/batch", batch, 100),
+        ]:
+            print(f"| {name} | {inprocess_cpu_ms(path, body=data, n=n):.2f} |", flush=True)
+        print()
 
         with harness.gunicorn() as server:
             harness.print_header()
