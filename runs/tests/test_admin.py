@@ -41,6 +41,8 @@ def test_changelist_filters_search_and_no_add(admin_client_logged_in: Client) ->
     assert keys(q="beta") == {"beta-v1"}
     assert keys(mode__exact="local") == set()
     assert keys(dataset_key="alpha-v1") == {"alpha-v1"}
+    choices = response.context["cl"].filter_specs[2].lookup_choices
+    assert choices == [("alpha-v1", "alpha-v1"), ("beta-v1", "beta-v1")]
     assert ">3<" in html  # the metrics count column
 
 
