@@ -190,5 +190,23 @@ def trace_payload_dump(payload: dict[str, Any]) -> str:
 
 
 def reasoning_trace_json_schema() -> dict[str, Any]:
-    """JSON Schema of the request body, for the OpenAPI document."""
-    return dict(_fast_one.json_schema())
+    """JSON Schema of the request body for the OpenAPI document, `$defs` inlined.
+
+    (A `#/$defs/...` reference would be resolved against the whole OpenAPI
+    document, where it does not exist.)
+    """
+    schema = dict(_fast_one.json_schema())
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,6 +172,7 @@ def test_openapi_documents_the_trace_body(client: Client) -> None:
     post = spec["paths"]["/api/traces"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"trace_version", "prompt", "final_answer", "steps"}
+    assert "$ref" not in json.dumps(schema)  # step schema inlined, not a dangling $defs ref
     assert "/api/traces/compare" in spec["paths"]
 
 
