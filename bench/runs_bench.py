@@ -94,44 +94,27 @@ def seed_dataset() -> str:
 
 
 def plans(deep_cursor: str) -> None:
-    from runs.models import TunixRun
-    from runs.selectors import LIST_DEFERRED, _filtered, cursor_decode
+    """EXPLAIN the statements GET /api/tunix/runs really sends (runs.selectors.pg_list_sql)."""
+    from runs.selectors import pg_list_sql
 
-    def show(title: str, queryset: Any) -> None:
-        print(f"\n#### {title}\n\n```\n{harness.explain_queryset(queryset)}\n```", flush=True)
+    def show(title: str, **args: Any) -> None:
+        sql, params = pg_list_sql(
+            args.get("status"),
+            args.get("dataset_key"),
+            args.get("mode"),
+            20,
+            args.get("offset", 0),
+            args.get("cursor"),
+        )
+        print(f"\n#### {title}\n\n```\n{harness.explain(sql, params)}\n```", flush=True)
 
-    show("default list (limit 20)", _filtered(None, None, None).defer(*LIST_DEFERRED)[:21])
-    show(
-        "filtered list (dataset_key + status)",
-        _filtered("failed", "ds-7-v1", None).defer(*LIST_DEFERRED)[:21],
-    )
-    show(
-        "all three filters",
-        _filtered("completed", "ds-8-v1", "local").defer(*LIST_DEFERRED)[:21],
-    )
-    created_at, run_id = cursor_decode(deep_cursor)
-    from django.db.models import Q
-
-    show(
-        "cursor page deep in the list",
-        _filtered(None, None, None)
-        .filter(created_at__lte=created_at)
-        .exclude(Q(created_at=created_at) & Q(run_id__gte=run_id))
-        .defer(*LIST_DEFERRED)[:21],
-    )
-    show(
-        f"offset {DEEP:,}: the ids (index-only scan)",
-        _filtered(None, None, None).values_list("run_id", flat=True)[DEEP : DEEP + 21],
-    )
-    ids = list(_filtered(None, None, None).values_list("run_id", flat=True)[DEEP : DEEP + 21])
-    show(
-        f"offset {DEEP:,}: then the rows",
-        TunixRun.objects.filter(run_id__in=ids).defer(*LIST_DEFERRED),
-    )
-    show(
-        f"offset {DEEP:,} filtered by status: the ids",
-        _filtered("completed", None, None).values_list("run_id", flat=True)[DEEP : DEEP + 21],
-    )
+    show("default list (limit 20)")
+    show("filtered list (dataset_key + status)", dataset_key="ds-7-v1", status="failed")
+    show("all three filters", dataset_key="ds-8-v1", status="completed", mode="local")
+    show("cursor page 500,000 runs deep", cursor=deep_cursor)
+    show("cursor page deep, filtered by status", cursor=deep_cursor, status="failed")
+    show(f"offset {DEEP:,} (ids from the index, then the rows)", offset=DEEP)
+    show(f"offset {DEEP:,} filtered by status", offset=DEEP, status="completed")
 
 
 def main() -> None:

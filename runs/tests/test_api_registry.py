@@ -314,3 +314,35 @@ def test_runs_cannot_be_deleted_patched_or_retried(client: Client) -> None:
     assert client.post(f"{url}/retry", content_type="application/json").status_code in (404, 405)
     assert client.delete(URL).status_code in (404, 405)
     assert TunixRun.objects.values().get(pk=run.pk) == before
+
+
+def test_api_rows_and_page_rows_agree_for_every_way_of_paging() -> None:
+    from runs.selectors import run_list, run_list_values
+
+    moment = timezone.now()
+    for i in range(230):
+        TunixRunFactory.create(
+            status=(RunStatus.COMPLETED, RunStatus.FAILED)[i % 2],
+            mode=(RunMode.DRY_RUN, RunMode.LOCAL)[i % 8 == 0],
+            dataset_key=f"k{i % 3}-v1",
+            # pairs of runs share a timestamp, so the run_id tie-breaker matters
+            started_at=moment - timedelta(seconds=i // 2),
+        )
+    first = run_list(limit=5)
+    cases: list[dict[str, Any]] = [
+        {},
+        {"status": "failed"},
+        {"dataset_key": "k1-v1", "mode": "local"},
+        {"offset": 7, "limit": 3},
+        {"offset": 201, "limit": 10},
+        {"offset": 205, "limit": 50, "status": "", "dataset_key": ""},
+        {"offset": 100, "limit": 10, "status": "completed"},
+        {"offset": 200, "limit": 5, "mode": "dry-run"},
+        {"cursor": first.pagination["next_cursor"], "limit": 100},
+        {"cursor": first.pagination["next_cursor"], "status": "failed", "mode": "dry-run"},
+    ]
+    for params in cases:
+        pages = run_list(**params), run_list_values(**params)
+        assert [r.run_id for r in pages[0].items] == [r["run_id"] for r in pages[1].items], params
+        assert pages[0].pagination == pages[1].pagination, params
+        assert pages[0].items, params
