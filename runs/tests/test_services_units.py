@@ -142,7 +142,7 @@ def test_manifest_yaml_is_byte_identical_to_pyyaml_dump(model_id: str) -> None:
 
     from runs.services import manifest_yaml
 
-    args = {
+    args: dict[str, Any] = {
         "learning_rate": 2e-5,
         "num_epochs": 3,
         "batch_size": 8,
