@@ -98,7 +98,7 @@ def main() -> None:
         call_command("collectstatic", interactive=False, verbosity=0)
 
         two = {"status": "failed", "dataset_key": "ds-7-v1"}
-        three = {"status": "completed", "mode": "local", "dataset_key": "ds-8-v1"}
+        three = {"status": "failed", "mode": "local", "dataset_key": "ds-8-v1"}
         views = [
             ("history, first page", {}),
             ("history, status=failed & dataset_key=ds-7-v1", two),
