@@ -53,6 +53,15 @@ def test_home_shows_runtime_status_form_defaults_and_dataset_choices(client: Cli
     assert 'data-testid="tunix:history-list"' not in html
 
 
+def test_home_without_datasets_points_to_the_datasets_page(client: Client) -> None:
+    html = client.get(reverse("runs:home")).content.decode()
+    assert 'data-testid="tunix:no-datasets"' in html
+    assert f'href="{reverse("datasets:list")}"' in html
+    dataset_with_traces(count=1)
+    html = client.get(reverse("runs:home")).content.decode()
+    assert 'data-testid="tunix:no-datasets"' not in html
+
+
 def test_runtime_status_when_not_installed(client: Client, tunix_missing: None) -> None:
     html = client.get(reverse("runs:home")).content.decode()
     assert "Tunix not installed" in html
