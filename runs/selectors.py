@@ -251,10 +251,13 @@ def pg_list_sql(
 
 
 def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
-    try:
-        return TunixRun.objects.get(pk=run_id)
-    except TunixRun.DoesNotExist:
-        return None
+    """One run, all columns. A precomposed statement: the detail endpoint's only query."""
+    meta = TunixRun._meta
+    columns = ", ".join(f.column for f in meta.concrete_fields)
+    key = meta.pk.get_db_prep_value(uuid.UUID(str(run_id)), connection)
+    sql = f"SELECT {columns} FROM {meta.db_table} WHERE run_id = %s"  # noqa: S608 - our names
+    found = list(TunixRun.objects.raw(sql, [key]))
+    return found[0] if found else None
 
 
 def run_events(*, run_id: uuid.UUID) -> list[RunEvent]:
