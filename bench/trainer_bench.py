@@ -3,9 +3,10 @@
 Runs `python -m runs.trainer` as the registry does (a subprocess in a run directory, a scrubbed
 environment) on a generated tunix_sft dataset, once per tiny model, and prints one line each:
 
-    .venv/bin/python -m bench.trainer_bench [--examples 100] [--epochs 5] [--repeat 3]
+    .venv/bin/python -m bench.trainer_bench [--examples 100] [--epochs 5] [--repeat 2]
 
-"steady steps/s" leaves out the first step, which carries JAX's compilation.
+"steady steps/s" leaves out the first step, which carries JAX's compilation. Each model gets a fresh
+JAX compilation cache: its first run is "cold" (compiles), the repeats are "warm" (cache hits).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from runs.tests.trainer_fixtures import make_run, read_metrics, run_trainer
 from runs.trainer.models import TINY_MODELS
 
 
-def bench_one(model_id: str, *, examples: int, epochs: int, batch_size: int) -> dict[str, float]:
+def bench_one(
+    model_id: str, *, examples: int, epochs: int, batch_size: int, cache: Path
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as tmp:
         run_dir, manifest = make_run(
             Path(tmp),
@@ -33,7 +36,9 @@ def bench_one(model_id: str, *, examples: int, epochs: int, batch_size: int) -> 
             learning_rate=3e-3,
         )
         started = time.perf_counter()
-        result = run_trainer(manifest, timeout=900)
+        result = run_trainer(
+            manifest, timeout=900, extra_env={"TUNIX_TRAINER_JAX_CACHE": str(cache)}
+        )
         wall = time.perf_counter() - started
         if result.returncode != 0:
             raise SystemExit(f"{model_id} failed ({result.returncode}): {result.stderr.strip()}")
@@ -60,7 +65,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(TINY_MODELS))
     args = parser.parse_args()
     print(
@@ -69,21 +74,27 @@ def main() -> None:
         flush=True,
     )
     print(
-        "model        params  steps  wall s  train s  1st step s  steady steps/s  tok/s  "
+        "model        cache  params  steps  wall s  train s  1st step s  steady steps/s  tok/s  "
         "loss first->last"
     )
     for model_id in args.models:
-        for _ in range(args.repeat):
-            r = bench_one(
-                model_id, examples=args.examples, epochs=args.epochs, batch_size=args.batch_size
-            )
-            print(
-                f"{model_id:<12} {r['parameters']:>6.0f}  {r['steps']:>5.0f}  "
-                f"{r['wall_seconds']:>6.1f}  {r['train_seconds']:>7.1f}  "
-                f"{r['first_step_seconds']:>10.1f}  {r['steady_steps_per_second']:>14.1f}  "
-                f"{r['tokens_per_second']:>5.0f}  {r['first_loss']:.2f}->{r['final_loss']:.2f}",
-                flush=True,
-            )
+        with tempfile.TemporaryDirectory(prefix="trainer-bench-cache-") as cache:
+            for attempt in range(args.repeat):
+                r = bench_one(
+                    model_id,
+                    examples=args.examples,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    cache=Path(cache),
+                )
+                label = "cold" if attempt == 0 else "warm"
+                print(
+                    f"{model_id:<12} {label:<5}  {r['parameters']:>6.0f}  {r['steps']:>5.0f}  "
+                    f"{r['wall_seconds']:>6.1f}  {r['train_seconds']:>7.1f}  "
+                    f"{r['first_step_seconds']:>10.1f}  {r['steady_steps_per_second']:>14.1f}  "
+                    f"{r['tokens_per_second']:>5.0f}  {r['first_loss']:.2f}->{r['final_loss']:.2f}",
+                    flush=True,
+                )
     print(f"# load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
 
