@@ -96,7 +96,14 @@ class MetricsRecorder:
         self._last_time = now
 
 
-def _hooks(recorder: MetricsRecorder) -> Any:
+def _final_eval(train_ctx: Any, evals: list[Batch]) -> float:
+    """The eval loss of the final model, with the trainer's own (already compiled) eval step."""
+    _, eval_step = train_ctx.jit_train_and_eval_step(cache_nnx_graph=True)
+    losses = [float(eval_step(batch)[0]) for batch in evals]
+    return sum(losses) / len(losses)
+
+
+def _hooks(recorder: MetricsRecorder, evals: list[Batch]) -> Any:
     from tunix.sft import hooks
 
     class _Hooks(hooks.TrainingHooks):
@@ -110,7 +117,12 @@ def _hooks(recorder: MetricsRecorder) -> Any:
             pass
 
         def on_train_step_end(self, train_ctx: Any, train_step: int, train_loss: float) -> None:
-            recorder.record_step(int(train_step), float(train_loss))
+            step = int(train_step)
+            if step == recorder.total_steps and evals and step not in recorder.eval_losses:
+                # The last step is off the eval cadence: evaluate the final model anyway, so a
+                # run always ends with an eval loss.
+                recorder.eval_losses[step] = _final_eval(train_ctx, evals)
+            recorder.record_step(step, float(train_loss))
 
         def on_eval_step_start(self, train_ctx: Any) -> None:
             pass
@@ -208,7 +220,7 @@ def train(
             metrics=metrics,
             out=out,
         )
-        trainer.with_training_hooks(_hooks(recorder))
+        trainer.with_training_hooks(_hooks(recorder, evals))
         started = time.perf_counter()
         trainer.train(batches, evals or None)
         elapsed = time.perf_counter() - started
