@@ -7,6 +7,7 @@ normalised by `traces.schemas` (one schema, three entry points).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ _COPY_FROM_ROWS = 8
 _MAX_ROWS_PER_STATEMENT = 65_535 // len(_COLUMNS)
 
 
+def _uuid4_many(count: int) -> list[uuid.UUID]:
+    """`count` random (version 4) UUIDs from one read of the OS's randomness.
+
+    uuid.uuid4() makes one getrandom() call per id, a noticeable share of an
+    import's time; the ids are the same kind either way.
+    """
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     """INSERT normalised payloads, one statement per batch; return what was inserted.
 
@@ -53,7 +64,10 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     parameters of a statement (SQLite). Callers own the transaction.
     """
     now = timezone.now()
-    created = [TraceCreated(uuid.uuid4(), now, p["trace_version"]) for p in payloads]
+    created = [
+        TraceCreated(trace_id, now, p["trace_version"])
+        for trace_id, p in zip(_uuid4_many(len(payloads)), payloads, strict=True)
+    ]
     if not created:
         return created
     texts = [trace_payload_dump(p) for p in payloads]

@@ -110,3 +110,11 @@ def test_small_and_large_batches_store_the_same_payloads(client: Client, size: i
     body = post(client, payloads).json()
     stored = {str(t.id): t.payload for t in Trace.objects.all()}
     assert [stored[t["id"]] for t in body["traces"]] == payloads
+
+
+def test_generated_ids_are_distinct_version_4_uuids() -> None:
+    from traces.services import _uuid4_many
+
+    ids = _uuid4_many(500)
+    assert len(set(ids)) == 500
+    assert {(i.version, i.variant) for i in ids} == {(4, "specified in RFC 4122")}
