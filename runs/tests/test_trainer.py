@@ -419,6 +419,13 @@ def test_hub_resolution_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(models.ModelError, match="needs HF_TOKEN"):
         models.load_model(models.ModelSpec("hub", "Qwen/Qwen3-0.6B"), download_dir=tmp_path)
+    # Online with a token, Gemma is refused before any download (Tunix would download first).
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    with pytest.raises(models.ModelError, match="from Kaggle or GCS, not from the Hugging Face"):
+        models.load_model(
+            models.ModelSpec("hub", "google/gemma-2b-it"), download_dir=tmp_path / "g"
+        )
+    assert not (tmp_path / "g").exists()
 
 
 def test_unexpected_failure_exits_1_with_one_line_and_a_saved_traceback(

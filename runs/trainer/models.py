@@ -29,6 +29,8 @@ TINY_MODELS = ("tiny-qwen3", "tiny-gemma3", "tiny-llama3")
 # config.json `model_type` -> Tunix model family (package under tunix.models).
 LOCAL_FAMILIES = {"qwen3": "qwen3", "qwen2": "qwen2", "llama": "llama3"}
 EXPORTABLE_FAMILIES = ("qwen3", "llama3")
+# Tunix model families that AutoModel does not load from the Hugging Face hub.
+HUB_UNSUPPORTED_FAMILIES = ("gemma", "gemma1p1", "gemma2", "gemma3")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -260,11 +262,17 @@ def _hub_model(model_id: str, download_dir: Path) -> LoadedModel:
     except ImportError as exc:
         raise ModelError(f"cannot import Tunix's model loader: {exc}") from None
     try:
-        naming.ModelNaming(model_id=model_id)
+        naming_info = naming.ModelNaming(model_id=model_id)
     except Exception as exc:
         raise ModelError(
             f"hub model {model_id!r} is not a family Tunix supports: {_one_line(exc)}"
         ) from None
+    if not offline and naming_info.model_family in HUB_UNSUPPORTED_FAMILIES:
+        # Tunix 0.1.7 would download the whole checkpoint first and only then refuse it.
+        raise ModelError(
+            f"Tunix loads {naming_info.model_family} models from Kaggle or GCS, not from the "
+            f"Hugging Face hub ({model_id!r})"
+        )
     mesh = mesh_lib.create_mesh((1, 1), ("fsdp", "tp"))
     try:
         model, path = automodel.AutoModel.from_pretrained(
@@ -282,7 +290,9 @@ def _hub_model(model_id: str, download_dir: Path) -> LoadedModel:
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     tokenizer = load_tokenizer(directory, config)
-    return LoadedModel(model, tokenizer, "hub", count_parameters(model), None)
+    family = str(naming_info.model_config_category)
+    hf_config = config if family in EXPORTABLE_FAMILIES and config else None
+    return LoadedModel(model, tokenizer, family, count_parameters(model), hf_config)
 
 
 # --- helpers -------------------------------------------------------------------------------------
