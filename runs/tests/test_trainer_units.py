@@ -351,3 +351,53 @@ def test_help_and_config_errors_do_not_import_jax(tmp_path: Path) -> None:
     )
     assert result.returncode == 4, result.stderr
     assert result.stderr.startswith("error: unknown model 'nope'")
+
+
+# --- metrics recorder -----------------------------------------------------------------------------
+
+
+def _recorder(total: int, log_every: int) -> tuple[train.MetricsRecorder, io.StringIO, io.StringIO]:
+    batches = data.TrainBatches([], batch_size=1, length=8, pad_id=0, num_epochs=1)
+    batches.tokens_per_step = [100] * total
+    metrics, out = io.StringIO(), io.StringIO()
+    recorder = train.MetricsRecorder(
+        total_steps=total,
+        log_every=log_every,
+        eval_batch_count=2,
+        batches=batches,
+        metrics=metrics,
+        out=out,
+    )
+    recorder.start(0)
+    return recorder, metrics, out
+
+
+def test_recorder_writes_logged_steps_and_the_last_one() -> None:
+    recorder, metrics, out = _recorder(total=7, log_every=3)
+    recorder.record_eval(3, 5.0)  # the trainer reports the sum over eval batches
+    for step in range(1, 8):
+        recorder.record_step(step, 4.0 - step * 0.1)
+    rows = [json.loads(line) for line in metrics.getvalue().splitlines()]
+    assert [row["step"] for row in rows] == [3, 6, 7]
+    assert set(rows[0]) == {"step", "loss", "eval_loss", "tokens_per_second", "elapsed_seconds"}
+    assert rows[0]["eval_loss"] == 2.5 and rows[1]["eval_loss"] is None
+    assert rows[0]["loss"] == pytest.approx(3.7)
+    assert rows[0]["tokens_per_second"] > 0
+    assert out.getvalue().splitlines()[0].startswith("step 3/7 loss 3.7000 eval_loss 2.5000 tok/s ")
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_recorder_stops_a_diverged_run(loss: float) -> None:
+    recorder, metrics, _ = _recorder(total=5, log_every=1)
+    recorder.record_step(1, 3.0)
+    with pytest.raises(train.TrainingError, match="training diverged"):
+        recorder.record_step(2, loss)
+    assert len(metrics.getvalue().splitlines()) == 1
+
+
+def test_compilation_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TUNIX_TRAINER_JAX_CACHE", "off")
+    # A stand-in without `config`: touching JAX would raise AttributeError.
+    monkeypatch.setitem(sys.modules, "jax", object())
+    cli._enable_compilation_cache()
