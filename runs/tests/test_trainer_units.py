@@ -184,6 +184,18 @@ def test_loss_mask_covers_exactly_the_model_turn() -> None:
     assert not example.truncated
 
 
+def test_loss_mask_of_a_multi_turn_conversation_is_the_last_model_turn() -> None:
+    tokenizer = ByteTokenizer()
+    first = render("Hi", ["Greet"], "Hello")
+    text = first + "\n" + render("And 1+1?", ["Add"], "2")
+    example = data.encode_example(text, tokenizer, 1024)
+    start = example.loss_mask.tolist().index(1)
+    assert (
+        tokenizer.decode(example.tokens[start:].tolist())
+        == "Reasoning:\n1. Add\nAnswer: 2<end_of_turn>"
+    )
+
+
 def test_long_examples_are_truncated_to_max_seq_length() -> None:
     text = render("x" * 300, ["y" * 100], "z")
     example = data.encode_example(text, ByteTokenizer(), 128)
