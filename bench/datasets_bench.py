@@ -116,9 +116,16 @@ def postgres_part(count: int) -> None:
             flush=True,
         )
         query = (
-            traces_matching(FILTER).order_by("-created_at", "-id").values_list("id", flat=True)
+            traces_matching(FILTER)
+            .order_by("-created_at", "-id")
+            .values_list("id", "created_at", "trace_version", "payload")
         )[:10_000]
-        print("\nEXPLAIN (filtered build, ordered ids):\n" + harness.explain_queryset(query))
+        with connection.cursor() as cursor:
+            cursor.execute("SET work_mem = '64MB'")  # what dataset_build sets for its query
+        explained = harness.explain_queryset(query)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET work_mem")
+        print("\nEXPLAIN (filtered build selection, work_mem 64MB):\n" + explained)
 
         five_k, seconds = timed_build("export", "5k", limit=5_000)
         print(f"\nbuilt {five_k.key} (latest 5,000) in {seconds:.2f} s")

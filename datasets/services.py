@@ -31,6 +31,7 @@ TRAINING_RUN_ID_MAX = 128
 SEED_REQUIRED = "Random selection strategy requires a seed for reproducibility"
 
 _PAYLOAD_BATCH = 1000
+_SORT_MEMORY = "64MB"
 
 
 class DatasetAlreadyExists(Exception):
@@ -222,20 +223,21 @@ def _select(
 ) -> list[tuple[Any, ...]]:
     """(id, created_at, trace_version, payload) of the selected traces, in selection order.
 
-    On PostgreSQL the order is decided on ids alone (a narrow sort that stays in
-    memory), then the rows are read by id in batches.
+    `latest` is one ordered query; `random` orders the matching ids, samples
+    them, then reads the chosen rows by id in batches.
     """
     ordered = traces_matching(filters).order_by("-created_at", "-id")
-    if strategy == SelectionStrategy.LATEST and connection.vendor != "postgresql":
-        # SQLite walks the (created_at, id) index backwards: no sort to keep narrow.
-        return list(ordered.values_list(*_SELECTED_COLUMNS)[:limit])
-    candidates = ordered.values_list("id", flat=True)
     if strategy == SelectionStrategy.LATEST:
-        chosen = list(candidates[:limit])
-    else:
-        # A private RNG over the deterministic (newest first) candidate order.
-        ids = list(candidates)
-        chosen = random.Random(seed).sample(ids, min(len(ids), limit))  # noqa: S311 - not crypto
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Up to 10,000 full payloads are sorted: keep the top-N sort in
+                # memory (the default 4 MB spills it to disk), for this query only.
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL work_mem = '{_SORT_MEMORY}'")
+            return list(ordered.values_list(*_SELECTED_COLUMNS)[:limit])
+    # random: a private RNG over the deterministic (newest first) candidate order.
+    ids = list(ordered.values_list("id", flat=True))
+    chosen = random.Random(seed).sample(ids, min(len(ids), limit))  # noqa: S311 - not crypto
     rows: dict[Any, tuple[Any, ...]] = {}
     for start in range(0, len(chosen), _PAYLOAD_BATCH):
         batch = chosen[start : start + _PAYLOAD_BATCH]
