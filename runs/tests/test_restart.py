@@ -55,7 +55,14 @@ def call(base: str, method: str, path: str, body: dict[str, Any] | None = None) 
 def server(data_dir: Path) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "tunix_registry.wsgi:application", "--bind", f"127.0.0.1:{port}"],
+        [
+            str(BIN / "gunicorn"),
+            "tunix_registry.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            # Not the shared ~/.gunicorn/gunicorn.ctl of other servers on this machine.
+            "--no-control-socket",
+        ],
         cwd=settings.BASE_DIR,
         env=server_env(data_dir),
         stdout=subprocess.DEVNULL,
