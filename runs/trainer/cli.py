@@ -29,6 +29,7 @@ TRACEBACK_FILE = "trainer_traceback.txt"
 # CPU time, and runs of the same model and shapes compile the same programs.
 CACHE_ENV = "TUNIX_TRAINER_JAX_CACHE"
 DEFAULT_CACHE = Path("~/.cache/tunix-registry/jax")
+CACHE_MAX_BYTES = 2 * 1024**3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,3 +219,5 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # Least recently used entries are evicted beyond this size.
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
