@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
+UV_VERSION=0.13.9
 
 if [ ! -x "$venv/bin/python" ]; then
   if ! "$python" -m venv "$venv" 2>/dev/null; then
@@ -30,6 +31,16 @@ target="."
 stamp="$venv/.installed-$(echo "$extras" | tr ',' '-')"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo ">> installing $target into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  # uv resolves and downloads in parallel (the tunix extra alone is ~1 GB of
+  # wheels); plain pip is the fallback when uv cannot be had.
+  if [ ! -x "$venv/bin/uv" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
+      2>/dev/null || true
+  fi
+  if [ -x "$venv/bin/uv" ]; then
+    "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" -e "$target"
+  else
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  fi
   touch "$stamp"
 fi
