@@ -1,0 +1,94 @@
+"""Issue 7's proof through the registry: a real Tunix training launched by POST /api/tunix/run.
+
+The project's own trainer (`python -m runs.trainer`, the default TUNIX_TRAINER_COMMAND)
+fine-tunes the built-in tiny-qwen3 on a generated dataset; the run ends completed
+with its metrics ingested, its checkpoint on disk and its page showing them.
+Needs the `tunix` extra (skipped without it, except in CI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from datasets.tests.factories import dataset_with_traces
+from runs.models import RunMetric, TunixRun
+
+pytestmark = [
+    pytest.mark.tunix,
+    pytest.mark.django_db,
+    pytest.mark.skipif(
+        importlib.util.find_spec("tunix") is None and os.environ.get("CI") != "true",
+        reason="the tunix extra is not installed (pip install -e '.[tunix]')",
+    ),
+]
+
+
+@pytest.fixture
+def real_runtime(settings: Any) -> None:
+    import sys
+
+    settings.TUNIX_RUNTIME_MODULE = "tunix"
+    settings.TUNIX_TRAINER_COMMAND = [sys.executable, "-m", "runs.trainer"]
+    settings.TUNIX_RUN_TIMEOUT_SECONDS = 600
+
+
+def launch(client: Client, **body: Any) -> dict[str, Any]:
+    response = client.post(
+        "/api/tunix/run",
+        data={"dataset_key": "sft-v1", "dry_run": False, **body},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@pytest.mark.usefixtures("real_runtime")
+def test_a_real_tiny_training_is_recorded_with_its_metrics(client: Client, data_dir: Path) -> None:
+    dataset_with_traces(name="sft", version="v1", count=24)
+    body = launch(
+        client,
+        model_id="tiny-qwen3",
+        num_epochs=2,
+        batch_size=4,
+        max_seq_length=128,
+        learning_rate=0.003,
+    )
+    assert body["status"] == "completed", body["stderr"][-2000:]
+    assert body["exit_code"] == 0
+    assert body["message"] == "Local execution completed successfully"
+
+    run = TunixRun.objects.get(pk=body["run_id"])
+    losses = list(RunMetric.objects.filter(run=run).order_by("step").values_list("loss", flat=True))
+    assert len(losses) >= 2
+    assert losses[-1] < losses[0]
+    assert body["metrics"]["steps"] == run.metrics_steps
+    assert body["metrics"]["final_loss"] == pytest.approx(losses[-1])
+    assert body["metrics"]["best_eval_loss"] is not None
+    assert body["metrics"]["tokens_per_second"] > 0
+
+    checkpoint = data_dir / body["output_dir"]
+    assert checkpoint.is_dir() and any(checkpoint.iterdir())
+
+    series = client.get(f"/api/tunix/runs/{run.run_id}/metrics").json()["metrics"]
+    assert [m["loss"] for m in series] == pytest.approx(losses)
+    page = client.get(f"/runs/{run.run_id}/")
+    assert page.status_code == 200
+    assert "<svg" in page.content.decode()
+
+
+@pytest.mark.usefixtures("real_runtime")
+def test_an_unknown_model_is_a_failed_run_with_the_reason_in_stderr(client: Client) -> None:
+    dataset_with_traces(name="sft", version="v1", count=4)
+    body = launch(client, model_id="no-such-model-anywhere")
+    assert body["status"] == "failed"
+    assert body["exit_code"] not in (None, 0)
+    assert body["message"] == f"Local execution failed with exit code {body['exit_code']}"
+    assert "no-such-model-anywhere" in body["stderr"]
+    assert body["metrics"] is None
