@@ -124,7 +124,7 @@ def run_all(work: Path, count: int) -> None:
         )
         print("\n".join(import_rows), flush=True)
 
-        from traces.selectors import SUMMARY_SQL
+        from traces.selectors import SUMMARY_SQL_POSTGRESQL as SUMMARY_SQL
 
         print(f"\nList query: `{SUMMARY_SQL}`\n\nFirst page (limit 20 + 1):\n```")
         print(harness.explain(SUMMARY_SQL, [21, 0]))

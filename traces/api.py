@@ -213,9 +213,9 @@ def trace_create_batch(request: HttpRequest) -> HttpResponse:
 @router.get("", response={200: TraceListOut}, summary="List traces, newest first")
 def trace_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> HttpResponse:
     check_page(limit, offset)
-    rows = selectors.trace_summary_rows(limit=limit, offset=offset)
+    rows = selectors.trace_summary_page(limit=limit, offset=offset)
     items, pagination = page_of(rows, limit, offset)
-    return _json({"data": [_summary(*row) for row in items], "pagination": pagination})
+    return _json({"data": items, "pagination": pagination})
 
 
 def _with_score(trace: Trace) -> dict[str, Any]:
@@ -245,12 +245,13 @@ def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> Ht
 
 @router.get("/{trace_id}", response={200: TraceDetailOut, 404: ErrorOut}, summary="One trace")
 def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
-    row = selectors.trace_detail_row(trace_id=trace_id)
-    if row is None:
+    found = selectors.trace_detail_json(trace_id=trace_id)
+    if found is None:
         raise _not_found(trace_id)
+    summary, payload = found
     # The stored JSON text is spliced in as is: no parse and re-serialise.
-    head = json.dumps(_summary(row[0], row[1], row[2]), separators=(",", ":"))
-    return HttpResponse(head[:-1] + ',"payload":' + row[3] + "}", content_type="application/json")
+    head = json.dumps(summary, separators=(",", ":"))
+    return HttpResponse(head[:-1] + ',"payload":' + payload + "}", content_type="application/json")
 
 
 @router.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -22,56 +22,86 @@ def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
     return Trace.objects.filter(pk=trace_id).first()
 
 
-# The two hottest reads of the API (list and detail) are plain SQL: building
-# and compiling the equivalent querysets cost more CPU than the queries
-# themselves. Both select by primary key or walk the (created_at, id) index.
+# The two hottest reads of the API (list and detail) are plain SQL returning
+# JSON-ready text: building and compiling the equivalent querysets, and
+# loading timestamps into aware datetimes (a Python-level loader per row on
+# psycopg), cost more CPU than the queries themselves. Both select by primary
+# key or walk the (created_at, id) index.
 _TABLE = Trace._meta.db_table
-SUMMARY_SQL = (
-    f"SELECT id, created_at, trace_version FROM {_TABLE} "  # noqa: S608 (constant table name)
+# PostgreSQL renders id and UTC time as text itself; SQLite already stores text.
+_PG_TEXT_COLUMNS = (
+    "id::text, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+)
+SUMMARY_SQL_POSTGRESQL = (
+    f"SELECT {_PG_TEXT_COLUMNS}, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
     "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
 )
-_DETAIL_SQL = f"SELECT id, created_at, trace_version, payload FROM {_TABLE} WHERE id = %s"  # noqa: S608
+_SUMMARY_SQL_SQLITE = (
+    f"SELECT id, created_at, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
+    "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+)
+_DETAIL_SQL_POSTGRESQL = (
+    f"SELECT {_PG_TEXT_COLUMNS}, trace_version, payload::text FROM {_TABLE} "  # noqa: S608
+    "WHERE id = %s"
+)
+_DETAIL_SQL_SQLITE = f"SELECT id, created_at, trace_version, payload FROM {_TABLE} WHERE id = %s"  # noqa: S608
 
 
-def _uuid_param(value: uuid.UUID) -> uuid.UUID | str:
-    return value if connection.features.has_native_uuid_field else value.hex
+def _id_text(value: str) -> str:
+    # SQLite stores 32 hex digits; PostgreSQL already answers in the dashed form.
+    if len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return value
 
 
-def _row_values(trace_id: Any, created_at: Any) -> tuple[uuid.UUID, datetime]:
-    # PostgreSQL returns UUID and aware datetimes; SQLite returns the text Django
-    # stored: 32 hex digits and "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC.
-    if not isinstance(trace_id, uuid.UUID):
-        trace_id = uuid.UUID(trace_id)
-    if not isinstance(created_at, datetime):
-        created_at = datetime.fromisoformat(created_at)
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    return trace_id, created_at
+def _time_text(value: str | datetime) -> str:
+    """UTC "YYYY-MM-DD[T ]HH:MM:SS[.ffffff]" as `iso_z` renders it (no fraction when zero).
 
-
-def trace_summary_rows(*, limit: int, offset: int) -> list[tuple[uuid.UUID, datetime, str]]:
-    """`limit + 1` (id, created_at, trace_version) rows, newest first, id as tie-breaker.
-
-    Reads no payloads; served by the (created_at, id) index.
+    (Django's SQLite connection converts datetime columns to naive UTC datetimes.)
     """
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    value = value.replace(" ", "T", 1)
+    if value.endswith(".000000"):
+        value = value[:-7]
+    return value + "Z"
+
+
+def trace_summary_page(*, limit: int, offset: int) -> list[dict[str, str]]:
+    """`limit + 1` `{"id", "created_at", "trace_version"}` items, newest first, id as tie-breaker.
+
+    JSON-ready strings (created_at as `...Z`). Reads no payloads; served by the
+    (created_at, id) index.
+    """
+    postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        cursor.execute(SUMMARY_SQL, [limit + 1, offset])
-        return [(*_row_values(i, c), v) for i, c, v in cursor.fetchall()]
+        cursor.execute(
+            SUMMARY_SQL_POSTGRESQL if postgresql else _SUMMARY_SQL_SQLITE, [limit + 1, offset]
+        )
+        rows = cursor.fetchall()
+    return [
+        {"id": _id_text(i), "created_at": _time_text(c), "trace_version": v} for i, c, v in rows
+    ]
 
 
-def trace_detail_row(*, trace_id: uuid.UUID) -> tuple[uuid.UUID, datetime, str, str] | None:
-    """(id, created_at, trace_version, payload as JSON text) of one trace, or None.
+def trace_detail_json(*, trace_id: uuid.UUID) -> tuple[dict[str, str], str] | None:
+    """One trace as (`{"id", "created_at", "trace_version"}`, payload as JSON text), or None.
 
     The payload stays JSON text (jsonb rendered by PostgreSQL, stored text on
     SQLite) so the API can answer without parsing and re-serialising it.
     """
+    postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        cursor.execute(_DETAIL_SQL, [_uuid_param(trace_id)])
+        if postgresql:
+            cursor.execute(_DETAIL_SQL_POSTGRESQL, [trace_id])
+        else:
+            cursor.execute(_DETAIL_SQL_SQLITE, [trace_id.hex])
         row = cursor.fetchone()
     if row is None:
         return None
+    summary = {"id": _id_text(row[0]), "created_at": _time_text(row[1]), "trace_version": row[2]}
     payload = row[3] if isinstance(row[3], str) else json.dumps(row[3])
-    return (*_row_values(row[0], row[1]), row[2], payload)
+    return summary, payload
 
 
 def trace_list_page(*, limit: int, offset: int) -> list[dict[str, Any]]:

@@ -178,3 +178,22 @@ def test_openapi_documents_the_trace_body(client: Client) -> None:
 
 def test_make_payload_is_what_the_api_stores() -> None:
     assert make_payload()["meta"] is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("moment", "rendered"),
+    [
+        (datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC), "2026-03-04T05:06:07Z"),
+        (datetime(2026, 3, 4, 5, 6, 7, 120, tzinfo=UTC), "2026-03-04T05:06:07.000120Z"),
+        (datetime(2026, 3, 4, 5, 6, 7, 500000, tzinfo=UTC), "2026-03-04T05:06:07.500000Z"),
+    ],
+)
+def test_list_and_detail_render_times_like_the_create_response(
+    client: Client, moment: datetime, rendered: str
+) -> None:
+    trace = TraceFactory.create(created_at=moment)
+    assert client.get("/api/traces").json()["data"][0]["created_at"] == rendered
+    detail = client.get(f"/api/traces/{trace.id}").json()
+    assert detail["created_at"] == rendered
+    assert detail["id"] == str(trace.id)
