@@ -6,14 +6,11 @@ ignored (pydantic's default), as the original did.
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from ninja import Field, Schema
 
 from tunix_registry.pagination import PaginationOut
-
-LearningRate = Annotated[float, Field(gt=0, le=1.0)]
 
 
 class TunixRunRequest(Schema):
