@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run Tunix Registry on its embedded default (SQLite in the data directory):
 # install, migrate, create a local admin, load the demo, serve with gunicorn
-# on 127.0.0.1:8000 (override with HOST/PORT).
+# on 127.0.0.1:8000 (override with HOST/PORT). `EXTRAS=tunix make run` also
+# installs the Tunix runtime (JAX on the CPU, ~1 GB) so local runs can train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh "${EXTRAS:-}"
 py=.venv/bin/python
 
 export TUNIX_REGISTRY_DATA_DIR="${TUNIX_REGISTRY_DATA_DIR:-$PWD/var}"
