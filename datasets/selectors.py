@@ -40,7 +40,8 @@ _SQLITE_TEXT = (
 )
 
 
-def _export_queryset(queryset: QuerySet[Trace]) -> QuerySet[Trace, tuple[Any, ...]]:
+def export_rows(queryset: QuerySet[Trace]) -> QuerySet[Trace, tuple[Any, ...]]:
+    """(id text, created_at ISO text, trace_version, payload) rows of `queryset`."""
     id_sql, created_sql = _POSTGRES_TEXT if connection.vendor == "postgresql" else _SQLITE_TEXT
     return queryset.annotate(
         id_text=RawSQL(id_sql, (), output_field=CharField()),  # noqa: S611 - constant SQL
@@ -125,7 +126,7 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
 def _dataset_rows_between_qs(
     dataset: Dataset, start: int, stop: int
 ) -> QuerySet[Trace, tuple[Any, ...]]:
-    return _export_queryset(
+    return export_rows(
         Trace.objects.filter(
             dataset_memberships__dataset_id=dataset.pk,
             dataset_memberships__position__gte=start,
@@ -196,7 +197,7 @@ def traces_export_lines(*, trace_ids: Sequence[uuid.UUID], fmt: str = "tunix_sft
     def lines() -> Iterator[str]:
         for start in range(0, len(ids), EXPORT_CHUNK_SIZE):
             chunk = ids[start : start + EXPORT_CHUNK_SIZE]
-            rows = _export_queryset(Trace.objects.filter(id__in=set(chunk)))
+            rows = export_rows(Trace.objects.filter(id__in=set(chunk)))
             found = {row[0]: row for row in rows}
             for trace_id in chunk:
                 row = found.get(str(trace_id))

@@ -19,7 +19,7 @@ from django.db.models.expressions import RawSQL
 from datasets.exports import check_format, render_tunix_sft
 from datasets.keys import dataset_key_make, dataset_key_validate
 from datasets.models import Dataset, DatasetMember, SelectionStrategy
-from datasets.selectors import dataset_export_lines, dataset_get, dataset_manifest
+from datasets.selectors import dataset_export_lines, dataset_get, dataset_manifest, export_rows
 from traces.models import Trace
 
 LIMIT_MAX = 10_000
@@ -215,16 +215,15 @@ def _check_build_args(
         raise ValueError("seed must fit in 64 bits")
 
 
-_SELECTED_COLUMNS = ("id", "created_at", "trace_version", "payload")
-
-
 def _select(
     filters: dict[str, Any], limit: int, strategy: str, seed: int | None
 ) -> list[tuple[Any, ...]]:
     """(id, created_at, trace_version, payload) of the selected traces, in selection order.
 
-    `latest` is one ordered query; `random` orders the matching ids, samples
-    them, then reads the chosen rows by id in batches.
+    The id and created_at come as text, printed by the database as exports print
+    them (datasets.selectors.export_rows). `latest` is one ordered query;
+    `random` orders the matching ids, samples them, then reads the chosen rows
+    by id in batches.
     """
     ordered = traces_matching(filters).order_by("-created_at", "-id")
     if strategy == SelectionStrategy.LATEST:
@@ -234,19 +233,19 @@ def _select(
                 # memory (the default 4 MB spills it to disk), for this query only.
                 with connection.cursor() as cursor:
                     cursor.execute(f"SET LOCAL work_mem = '{_SORT_MEMORY}'")
-            return list(ordered.values_list(*_SELECTED_COLUMNS)[:limit])
+            return list(export_rows(ordered)[:limit])
     # random: a private RNG over the deterministic (newest first) candidate order.
     ids = list(ordered.values_list("id", flat=True))
     chosen = random.Random(seed).sample(ids, min(len(ids), limit))  # noqa: S311 - not crypto
-    rows: dict[Any, tuple[Any, ...]] = {}
+    rows: dict[str, tuple[Any, ...]] = {}
     for start in range(0, len(chosen), _PAYLOAD_BATCH):
         batch = chosen[start : start + _PAYLOAD_BATCH]
-        for row in Trace.objects.filter(id__in=batch).values_list(*_SELECTED_COLUMNS):
+        for row in export_rows(Trace.objects.filter(id__in=batch)):
             rows[row[0]] = row
-    return [rows[trace_id] for trace_id in chosen]
+    return [rows[str(trace_id)] for trace_id in chosen]
 
 
-def _members_insert(dataset: Dataset, rows: Iterable[tuple[int, Any, str]]) -> None:
+def _members_insert(dataset: Dataset, rows: Iterable[tuple[int, str, str]]) -> None:
     """Insert (position, trace id, tunix_sft line) members: COPY on PostgreSQL,
     one executemany on SQLite.
 
@@ -265,7 +264,12 @@ def _members_insert(dataset: Dataset, rows: Iterable[tuple[int, Any, str]]) -> N
             cursor.executemany(
                 sql,
                 [
-                    (dataset.pk, position, trace_id if native_uuid else trace_id.hex, line)
+                    (
+                        dataset.pk,
+                        position,
+                        trace_id if native_uuid else trace_id.replace("-", ""),
+                        line,
+                    )
                     for position, trace_id, line in rows
                 ],
             )
@@ -370,9 +374,7 @@ def dataset_build(
                     (
                         position,
                         trace_id,
-                        render_tunix_sft(
-                            str(trace_id), created_at.isoformat(), trace_version, payload, key
-                        ),
+                        render_tunix_sft(trace_id, created_at, trace_version, payload, key),
                     )
                     for position, (trace_id, created_at, trace_version, payload) in enumerate(
                         selected
@@ -384,7 +386,7 @@ def dataset_build(
         if Dataset.objects.filter(key=key).exists():
             raise DatasetAlreadyExists(key) from None
         raise
-    _write_manifest(dataset, [str(row[0]) for row in selected])
+    _write_manifest(dataset, [row[0] for row in selected])
     return dataset
 
 
