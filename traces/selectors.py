@@ -29,12 +29,15 @@ def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
 # key or walk the (created_at, id) index.
 _TABLE = Trace._meta.db_table
 # PostgreSQL renders id and UTC time as text itself; SQLite already stores text.
+# (Aliased: a bare `id` in ORDER BY would otherwise mean the text column and
+# force a sort instead of the index walk.)
 _PG_TEXT_COLUMNS = (
-    "id::text, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+    "id::text AS id_text, "
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS created_text"
 )
 SUMMARY_SQL_POSTGRESQL = (
     f"SELECT {_PG_TEXT_COLUMNS}, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
-    "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+    f"ORDER BY {_TABLE}.created_at DESC, {_TABLE}.id DESC LIMIT %s OFFSET %s"
 )
 _SUMMARY_SQL_SQLITE = (
     f"SELECT id, created_at, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
