@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from datasets.models import Dataset
+from tunix_registry.admin import ReadOnlyAdminMixin
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Dataset]
@@ -18,7 +18,7 @@ else:  # ModelAdmin is generic only for the type checker
 
 
 @admin.register(Dataset)
-class DatasetAdmin(_ModelAdmin):
+class DatasetAdmin(ReadOnlyAdminMixin, _ModelAdmin):
     list_display = ("key", "name", "version", "trace_count", "selection_strategy", "created_at")
     list_filter = ("selection_strategy",)
     search_fields = ("key", "name", "session_id", "training_run_id")
@@ -48,12 +48,3 @@ class DatasetAdmin(_ModelAdmin):
         return format_html(
             '<a href="{}">{} traces, in order, on the dataset page</a>', url, obj.trace_count
         )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

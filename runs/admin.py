@@ -15,17 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from runs.models import RunEvent, RunMetric, TunixRun
-
-
-class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from tunix_registry.admin import ReadOnlyAdminMixin
 
 
 class DatasetKeyFilter(admin.SimpleListFilter):
@@ -59,7 +49,7 @@ class DatasetKeyFilter(admin.SimpleListFilter):
         return queryset.filter(dataset_key=value) if value else queryset
 
 
-class RunEventInline(ReadOnlyMixin, admin.TabularInline):
+class RunEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RunEvent
     fields = ("created_at", "from_status", "to_status", "reason")
     readonly_fields = fields
@@ -69,7 +59,7 @@ class RunEventInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(TunixRun)
-class TunixRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "run_id",
         "dataset_key",

@@ -11,6 +11,7 @@ from django.db.models.functions import Substr
 from django.http import HttpRequest
 
 from traces.models import Score, Trace
+from tunix_registry.admin import ReadOnlyAdminMixin
 
 PREVIEW = 80
 
@@ -39,7 +40,7 @@ class TraceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Score)
-class ScoreAdmin(admin.ModelAdmin):
+class ScoreAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # trace_id, not trace: the list never loads a trace (and its payload).
     list_display = ["id", "trace_id", "criteria", "score", "created_at"]
     list_filter = ["criteria"]
@@ -48,12 +49,3 @@ class ScoreAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Score]:
         return super().get_queryset(request).defer("details")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
