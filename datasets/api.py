@@ -8,7 +8,6 @@ existing version, relative `manifest_path`, streamed exports.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -112,20 +111,6 @@ def _existing(key: str) -> Dataset:
     return dataset
 
 
-def chunked(lines: Iterator[str], size: int = STREAM_CHUNK_CHARS) -> Iterator[bytes]:
-    """Group lines into ~`size` character chunks (fewer writes than one per line)."""
-    buffer: list[str] = []
-    held = 0
-    for line in lines:
-        buffer.append(line)
-        held += len(line)
-        if held >= size:
-            yield "".join(buffer).encode()
-            buffer, held = [], 0
-    if buffer:
-        yield "".join(buffer).encode()
-
-
 @router.post(
     "/build",
     response={201: DatasetBuildOut, 409: ErrorOut, 422: ErrorOut},
@@ -200,7 +185,10 @@ def dataset_export(
         )
     dataset = _existing(dataset_key)
     lines = selectors.dataset_export_lines(key=dataset.key, fmt=query.format)
-    return StreamingHttpResponse(chunked(lines), content_type=NDJSON)
+    return StreamingHttpResponse(
+        (chunk.encode() for chunk in services.lines_grouped(lines, STREAM_CHUNK_CHARS)),
+        content_type=NDJSON,
+    )
 
 
 @router.get(

@@ -441,7 +441,8 @@ def dataset_materialise(*, key: str) -> MaterialisedDataset:
     )
 
 
-def _buffered(lines: Iterator[str], size: int = 1 << 16) -> Iterator[str]:
+def lines_grouped(lines: Iterator[str], size: int = 1 << 16) -> Iterator[str]:
+    """Join lines into chunks of about `size` characters (fewer writes than one per line)."""
     buffer: list[str] = []
     held = 0
     for line in lines:
@@ -473,5 +474,5 @@ def write_lines_atomically(path: Path, lines: Iterable[str]) -> int:
             count += 1
             yield line
 
-    _atomic_write(path, _buffered(counted()))
+    _atomic_write(path, lines_grouped(counted()))
     return count
