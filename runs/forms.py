@@ -85,6 +85,17 @@ def _error_message(error: Any) -> str:
     return str(error["msg"])
 
 
+def _schema_int_field(name: str, label: str) -> forms.IntegerField:
+    """An optional integer field whose default, range hint and bounds come from the schema."""
+    return forms.IntegerField(
+        required=False,
+        label=label,
+        initial=schema_default(name),
+        help_text=_range_help(name),
+        widget=forms.NumberInput(attrs=_number_attrs(name)),
+    )
+
+
 class LaunchForm(forms.Form):
     """The Tunix panel's launch form; `run_request` holds the validated request."""
 
@@ -116,27 +127,9 @@ class LaunchForm(forms.Form):
         help_text=_range_help("learning_rate"),
         widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
     )
-    num_epochs = forms.IntegerField(
-        required=False,
-        label="Epochs",
-        initial=schema_default("num_epochs"),
-        help_text=_range_help("num_epochs"),
-        widget=forms.NumberInput(attrs=_number_attrs("num_epochs")),
-    )
-    batch_size = forms.IntegerField(
-        required=False,
-        label="Batch size",
-        initial=schema_default("batch_size"),
-        help_text=_range_help("batch_size"),
-        widget=forms.NumberInput(attrs=_number_attrs("batch_size")),
-    )
-    max_seq_length = forms.IntegerField(
-        required=False,
-        label="Max sequence length",
-        initial=schema_default("max_seq_length"),
-        help_text=_range_help("max_seq_length"),
-        widget=forms.NumberInput(attrs=_number_attrs("max_seq_length")),
-    )
+    num_epochs = _schema_int_field("num_epochs", "Epochs")
+    batch_size = _schema_int_field("batch_size", "Batch size")
+    max_seq_length = _schema_int_field("max_seq_length", "Max sequence length")
     dry_run = forms.BooleanField(
         required=False,
         label="Dry run",
