@@ -138,6 +138,14 @@ def _read_body(request: HttpRequest, *, limit: int) -> bytes:
 _MISSING_BODY = [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
 
 
+def _required_body(request: HttpRequest, *, limit: int) -> bytes:
+    """`_read_body`, with an absent or blank body refused as ninja would ("Field required")."""
+    body = _read_body(request, limit=limit)
+    if not body.strip():
+        raise ValidationError(_MISSING_BODY)
+    return body
+
+
 def _summary(trace_id: uuid.UUID, created_at: datetime, version: str) -> dict[str, str]:
     return {"id": str(trace_id), "created_at": iso_z(created_at), "trace_version": version}
 
@@ -171,9 +179,7 @@ _BATCH_BODY = {
     openapi_extra=_TRACE_BODY,
 )
 def trace_create(request: HttpRequest) -> HttpResponse:
-    body = _read_body(request, limit=settings.TRACE_MAX_BYTES)
-    if not body.strip():
-        raise ValidationError(_MISSING_BODY)
+    body = _required_body(request, limit=settings.TRACE_MAX_BYTES)
     try:
         payload = trace_payload_validate_json(body)
     except TraceInvalid as exc:
@@ -189,9 +195,7 @@ def trace_create(request: HttpRequest) -> HttpResponse:
     openapi_extra=_BATCH_BODY,
 )
 def trace_create_batch(request: HttpRequest) -> HttpResponse:
-    body = _read_body(request, limit=settings.TRACE_BATCH_MAX_BYTES)
-    if not body.strip():
-        raise ValidationError(_MISSING_BODY)
+    body = _required_body(request, limit=settings.TRACE_BATCH_MAX_BYTES)
     try:
         payloads = trace_batch_validate_json(body)
     except TraceInvalid as exc:
@@ -266,9 +270,7 @@ def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
     },
 )
 def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
-    body = _read_body(request, limit=64 * 1024)
-    if not body.strip():
-        raise ValidationError(_MISSING_BODY)
+    body = _required_body(request, limit=64 * 1024)
     try:
         criteria = ScoreRequest.model_validate_json(body).criteria
     except PydanticValidationError as exc:
