@@ -8,7 +8,6 @@ existing version, relative `manifest_path`, streamed exports.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
@@ -19,6 +18,7 @@ from datasets import selectors, services
 from datasets.exports import FORMATS
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.models import Dataset
+from traces.services import iso_z
 from tunix_registry.pagination import PaginationOut, check_page, page_of
 
 router = Router(tags=["datasets"])
@@ -93,10 +93,6 @@ class DatasetManifestOut(Schema):
     training_run_id: str | None
 
 
-def _iso_z(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _valid_key(key: str) -> str:
     try:
         return dataset_key_validate(key)
@@ -156,7 +152,7 @@ def dataset_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict
                 "build_id": d.build_id,
                 "dataset_name": d.name,
                 "dataset_version": d.version,
-                "created_at": _iso_z(d.created_at),
+                "created_at": iso_z(d.created_at),
                 "selection_strategy": d.selection_strategy,
                 "seed": d.seed,
                 "trace_count": d.trace_count,

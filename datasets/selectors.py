@@ -14,6 +14,7 @@ from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
 from datasets.models import Dataset, DatasetMember
 from traces.models import Trace
+from traces.services import iso_z
 
 # Rows fetched per round trip while streaming an export.
 EXPORT_CHUNK_SIZE = 1000
@@ -103,7 +104,7 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
     """The §3.6 manifest of a dataset, rendered from the database."""
     if trace_ids is None:
         trace_ids = dataset_trace_ids(dataset=dataset)
-    created_at = dataset.created_at.isoformat().replace("+00:00", "Z")
+    created_at = iso_z(dataset.created_at)
     return {
         "dataset_key": dataset.key,
         "build_id": str(dataset.build_id),
