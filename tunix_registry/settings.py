@@ -103,6 +103,13 @@ if _database_url:
     _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=300
     )
+    # Server-side parameter binding lets psycopg prepare a statement once it has
+    # run this many times on a connection: PostgreSQL then skips parsing and
+    # planning the hot reads, which halves its CPU for them. 0 turns prepared
+    # statements off (needed behind a transaction-mode PgBouncer).
+    _prepare_threshold = env_int("DATABASE_PREPARE_THRESHOLD", 2, minimum=0, maximum=1000)
+    if _prepare_threshold:
+        _db["OPTIONS"].update(server_side_binding=True, prepare_threshold=_prepare_threshold)
     DATABASES = {"default": _db}
 else:
     # The embedded database lives in the data directory; create it on first use.

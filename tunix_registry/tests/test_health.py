@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 
@@ -57,3 +58,20 @@ def test_openapi_schema_and_docs_are_served(client: Client, db: None) -> None:
     docs = client.get("/api/docs")
     assert docs.status_code == 200
     assert b"openapi.json" in docs.content
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db
+def test_postgresql_prepares_statements_that_repeat() -> None:
+    """Server-side binding is on: a read repeated on one connection becomes a prepared statement."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL prepared statements")
+    from traces.models import Trace
+
+    for _ in range(settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] + 1):
+        list(Trace.objects.filter(trace_version="prepared-probe"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    # The value is a bound parameter ($1), not spliced into the statement text.
+    assert any('"traces_trace"."trace_version" = $1' in s for s in statements), statements

@@ -85,6 +85,14 @@ def _manage_check(tmp_path: Path, **overrides: str) -> subprocess.CompletedProce
             {"DJANGO_SECRET_KEY": "k", "TUNIX_REGISTRY_LOG_LEVEL": "loud"},
             "TUNIX_REGISTRY_LOG_LEVEL",
         ),
+        (
+            {
+                "DJANGO_SECRET_KEY": "k",
+                "DATABASE_URL": "postgres://u@localhost/db",
+                "DATABASE_PREPARE_THRESHOLD": "-1",
+            },
+            "DATABASE_PREPARE_THRESHOLD",
+        ),
     ],
 )
 def test_bad_configuration_fails_at_startup_naming_the_variable(
