@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
@@ -43,12 +44,15 @@ class RunListQuery(Schema):
     cursor: str | None = None
 
 
+JSON = "application/json; charset=utf-8"
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, default=str, ensure_ascii=False).encode()
+
+
 def _json(data: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(
-        json.dumps(data, default=str, ensure_ascii=False),
-        status=status,
-        content_type="application/json; charset=utf-8",
-    )
+    return HttpResponse(_dumps(data), status=status, content_type=JSON)
 
 
 def _valid_key(key: str) -> str:
@@ -132,6 +136,31 @@ def tunix_run(request: HttpRequest, body: TunixRunRequest) -> dict[str, Any]:
     return services.run_response(run)
 
 
+def run_list_body(
+    *,
+    status: str | None,
+    dataset_key: str | None,
+    mode: str | None,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+) -> bytes:
+    """The JSON body of a page of the registry (limit and offset already checked).
+
+    Raises selectors.InvalidCursor. Shared with `tunix_registry.hotpath`, which
+    answers the same request without the rest of Django's request cycle.
+    """
+    page = selectors.run_list_json(
+        status=status,
+        dataset_key=dataset_key,
+        mode=mode,
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+    )
+    return _dumps({"data": page.items, "pagination": page.pagination})
+
+
 @router.get(
     "/runs",
     response={200: TunixRunListResponse, 422: ErrorOut},
@@ -140,7 +169,7 @@ def tunix_run(request: HttpRequest, body: TunixRunRequest) -> dict[str, Any]:
 def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
     check_page(query.limit, query.offset)
     try:
-        page = selectors.run_list_values(
+        body = run_list_body(
             status=query.status,
             dataset_key=query.dataset_key,
             mode=query.mode,
@@ -150,25 +179,7 @@ def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
         )
     except selectors.InvalidCursor as exc:
         raise HttpError(422, str(exc)) from None
-    # Serialised here rather than through the response schema: this is the hottest
-    # read of the product and the rows are already plain values.
-    return _json(
-        {
-            "data": [
-                {
-                    "run_id": str(row["run_id"]),
-                    "dataset_key": row["dataset_key"],
-                    "model_id": row["model_id"],
-                    "mode": row["mode"],
-                    "status": row["status"],
-                    "started_at": row["started_at"].isoformat(),
-                    "duration_seconds": row["duration_seconds"],
-                }
-                for row in page.items
-            ],
-            "pagination": page.pagination,
-        }
-    )
+    return HttpResponse(body, content_type=JSON)
 
 
 def _run_or_404(run_id: uuid.UUID) -> Any:
@@ -178,13 +189,27 @@ def _run_or_404(run_id: uuid.UUID) -> Any:
     return run
 
 
+def run_detail_body(*, run_id: uuid.UUID) -> bytes | None:
+    """The JSON body of one run as stored, or None if there is none (shared with hotpath)."""
+    values: dict[str, Any] | None
+    if connection.vendor == "postgresql":
+        values = selectors.run_detail_values(run_id=run_id)
+    else:
+        run = selectors.run_get(run_id=run_id)
+        values = None if run is None else services.run_response(run)
+    return None if values is None else _dumps(values)
+
+
 @router.get(
     "/runs/{run_id}",
     response={200: TunixRunResponse, 404: ErrorOut, 422: ErrorOut},
     summary="One run, as stored",
 )
 def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    return _json(services.run_response(_run_or_404(run_id)))
+    body = run_detail_body(run_id=run_id)
+    if body is None:
+        raise HttpError(404, f"Tunix run not found: {run_id}")
+    return HttpResponse(body, content_type=JSON)
 
 
 @router.get(

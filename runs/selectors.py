@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Q, QuerySet
 
 from runs.models import RunEvent, RunMetric, TunixRun
@@ -49,8 +49,10 @@ class RunPage(Generic[T]):
     pagination: dict[str, Any]
 
 
-def _cursor(created_at: datetime, run_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{run_id}"
+def _cursor(created_at: datetime | str, run_id: uuid.UUID | str) -> str:
+    """created_at as a datetime, or already in its isoformat() text."""
+    moment = created_at if isinstance(created_at, str) else created_at.isoformat()
+    raw = f"{moment}|{run_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -90,7 +92,7 @@ def _page(
     offset: int,
     cursor: str | None,
     fetch: Callable[[QuerySet[TunixRun]], list[T]],
-    key: Callable[[T], tuple[datetime, uuid.UUID]],
+    key: Callable[[T], tuple[Any, Any]],
 ) -> RunPage[T]:
     if cursor:
         created_at, run_id = cursor_decode(cursor)
@@ -102,8 +104,8 @@ def _page(
         # An index-only scan for the ids of the page, then only those rows.
         ids = list(qs.values_list("run_id", flat=True)[offset : offset + limit + 1])
         found = fetch(TunixRun.objects.filter(run_id__in=ids))
-        position = {run_id: i for i, run_id in enumerate(ids)}
-        rows = sorted(found, key=lambda row: position[key(row)[1]])
+        position = {str(run_id): i for i, run_id in enumerate(ids)}
+        rows = sorted(found, key=lambda row: position[str(key(row)[1])])
     else:
         rows = fetch(qs[offset : offset + limit + 1])
     return _assemble(rows, limit=limit, offset=offset, cursor=cursor, key=key)
@@ -115,7 +117,7 @@ def _assemble(
     limit: int,
     offset: int,
     cursor: str | None,
-    key: Callable[[T], tuple[datetime, uuid.UUID]],
+    key: Callable[[T], tuple[Any, Any]],
 ) -> RunPage[T]:
     """The page and its pagination from `limit + 1` fetched rows."""
     has_more = len(rows) > limit
@@ -161,7 +163,7 @@ def run_list(
     )
 
 
-def run_list_values(
+def run_list_json(
     *,
     status: str | None = None,
     dataset_key: str | None = None,
@@ -170,47 +172,98 @@ def run_list_values(
     offset: int = 0,
     cursor: str | None = None,
 ) -> RunPage[dict[str, Any]]:
-    """`run_list` for the JSON API: items are plain dicts of LIST_VALUES (no model objects)."""
-    if connection.vendor == "postgresql":
-        rows = _pg_list_rows(status, dataset_key, mode, limit, offset, cursor)
-        return _assemble(
+    """`run_list` for the JSON API: items are JSON-ready dicts of LIST_ITEM (no model objects).
+
+    run_id and started_at are strings (started_at as `datetime.isoformat()` renders
+    it). On PostgreSQL one precomposed statement has the database render them, which
+    spares the ORM's SQL compilation and the per-value timestamp loader; SQLite goes
+    through the ORM (run_list's own query).
+    """
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once: each proxy access costs
+    if db.vendor == "postgresql":
+        sql, params = pg_list_sql(status, dataset_key, mode, limit, offset, cursor)
+        with db.cursor() as statement:
+            statement.execute(sql, params)
+            rows = [_pg_item(row) for row in statement.fetchall()]
+        page = _assemble(
             rows,
             limit=limit,
             offset=0 if cursor else offset,
             cursor=cursor,
             key=lambda row: (row["created_at"], row["run_id"]),
         )
-    return _page(
-        _filtered(status, dataset_key, mode),
-        limit=limit,
-        offset=offset,
-        cursor=cursor,
-        fetch=lambda qs: list(qs.values(*LIST_VALUES)),
-        key=lambda row: (row["created_at"], row["run_id"]),
-    )
+    else:
+        page = _page(
+            _filtered(status, dataset_key, mode),
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            fetch=lambda qs: [_orm_item(row) for row in qs.values(*LIST_VALUES)],
+            key=lambda row: (row["created_at"], row["run_id"]),
+        )
+    for row in page.items:
+        del row["created_at"]  # only the cursor needed it
+    return page
 
 
-_PG_COLUMNS = ", ".join(LIST_VALUES)
+# The keys of a JSON list item, in the API's order.
+LIST_ITEM = (
+    "run_id",
+    "dataset_key",
+    "model_id",
+    "mode",
+    "status",
+    "started_at",
+    "duration_seconds",
+)
+
+
+def _orm_item(row: dict[str, Any]) -> dict[str, Any]:
+    item = {name: row[name] for name in LIST_ITEM}
+    item["run_id"] = str(row["run_id"])
+    item["started_at"] = row["started_at"].isoformat()
+    item["created_at"] = row["created_at"]
+    return item
+
+
+def _iso_text(text: str) -> str:
+    """PostgreSQL's UTC "YYYY-MM-DDTHH:MM:SS.ffffff" as datetime.isoformat() renders it."""
+    if text.endswith(".000000"):
+        text = text[:-7]
+    return text + "+00:00"
+
+
+def _pg_item(row: tuple[Any, ...]) -> dict[str, Any]:
+    run_id, dataset_key, model_id, mode, status, started, duration, created = row
+    return {
+        "run_id": run_id,
+        "dataset_key": dataset_key,
+        "model_id": model_id,
+        "mode": mode,
+        "status": status,
+        "started_at": _iso_text(started),
+        "duration_seconds": duration,
+        "created_at": _iso_text(created),
+    }
+
+
+def _utc_text(column: str) -> str:
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS {column}_text"
+
+
+_PG_COLUMNS = ", ".join(
+    [
+        "run_id::text AS run_id_text",
+        "dataset_key",
+        "model_id",
+        "mode",
+        "status",
+        _utc_text("started_at"),
+        "duration_seconds",
+        _utc_text("created_at"),
+    ]
+)
 _PG_ORDER = "ORDER BY created_at DESC, run_id DESC"
-
-
-def _pg_list_rows(
-    status: str | None,
-    dataset_key: str | None,
-    mode: str | None,
-    limit: int,
-    offset: int,
-    cursor: str | None,
-) -> list[dict[str, Any]]:
-    """`limit + 1` list rows in one statement, skipping the ORM's per-request SQL compilation.
-
-    The hottest read of the API (issue 5's throughput goals); the same query as the
-    ORM path (run_list), which SQLite uses and the tests compare against.
-    """
-    sql, params = pg_list_sql(status, dataset_key, mode, limit, offset, cursor)
-    with connection.cursor() as db:
-        db.execute(sql, params)
-        return [dict(zip(LIST_VALUES, row, strict=True)) for row in db.fetchall()]
 
 
 def pg_list_sql(
@@ -258,6 +311,55 @@ def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
     sql = f"SELECT {columns} FROM {meta.db_table} WHERE run_id = %s"  # noqa: S608 - our names
     found = list(TunixRun.objects.raw(sql, [key]))
     return found[0] if found else None
+
+
+# GET /api/tunix/runs/{run_id} on PostgreSQL: the TunixRunResponse values of
+# services.run_response, with the timestamps and the id rendered by the database.
+_PG_DETAIL_SQL = (
+    "SELECT run_id::text AS run_id_text, status, mode, dataset_key, model_id, output_dir, "  # noqa: S608
+    "exit_code, stdout, stderr, duration_seconds, "
+    f"{_utc_text('started_at')}, {_utc_text('completed_at')}, message, "
+    "metrics_steps, final_loss, best_eval_loss, tokens_per_second "
+    f"FROM {TunixRun._meta.db_table} WHERE run_id = %s"
+)
+
+
+def run_detail_values(*, run_id: uuid.UUID) -> dict[str, Any] | None:
+    """services.run_response(run_get(run_id)) with JSON-ready values, or None (PostgreSQL only).
+
+    One precomposed statement, the detail endpoint's only query: no model
+    instance, no timestamp loader.
+    """
+    with connections[DEFAULT_DB_ALIAS].cursor() as statement:
+        statement.execute(_PG_DETAIL_SQL, [run_id])
+        row = statement.fetchone()
+    if row is None:
+        return None
+    (key, status, mode, dataset_key, model_id, output_dir, exit_code, stdout, stderr,
+     duration, started, completed, message, steps, final, best, speed) = row  # fmt: skip
+    return {
+        "run_id": key,
+        "status": status,
+        "mode": mode,
+        "dataset_key": dataset_key,
+        "model_id": model_id,
+        "output_dir": output_dir,
+        "exit_code": exit_code,
+        "stdout": stdout,
+        "stderr": stderr,
+        "duration_seconds": duration,
+        "started_at": _iso_text(started),
+        "completed_at": None if completed is None else _iso_text(completed),
+        "message": message,
+        "metrics": None
+        if steps is None
+        else {
+            "steps": steps,
+            "final_loss": final,
+            "best_eval_loss": best,
+            "tokens_per_second": speed,
+        },
+    }
 
 
 def run_events(*, run_id: uuid.UUID) -> list[RunEvent]:

@@ -37,6 +37,7 @@ from tunix_registry.pagination import PaginationOut, check_page, page_of
 router = Router(tags=["traces"])
 
 _READ_CHUNK = 64 * 1024
+JSON = "application/json"
 
 
 class ErrorOut(Schema):
@@ -95,9 +96,7 @@ class ScoreRequest(BaseModel):
 
 
 def _json(body: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(
-        json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
-    )
+    return HttpResponse(json.dumps(body, separators=(",", ":")), status=status, content_type=JSON)
 
 
 def _read_body(request: HttpRequest, *, limit: int) -> bytes:
@@ -214,12 +213,21 @@ def trace_create_batch(request: HttpRequest) -> HttpResponse:
     )
 
 
+def trace_list_body(*, limit: int, offset: int) -> bytes:
+    """The JSON body of a trace list page (limit and offset already checked).
+
+    Shared with `tunix_registry.hotpath`, which answers the same request
+    without the rest of Django's request cycle.
+    """
+    rows = selectors.trace_summary_page(limit=limit, offset=offset)
+    items, pagination = page_of(rows, limit, offset)
+    return json.dumps({"data": items, "pagination": pagination}, separators=(",", ":")).encode()
+
+
 @router.get("", response={200: TraceListOut}, summary="List traces, newest first")
 def trace_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> HttpResponse:
     check_page(limit, offset)
-    rows = selectors.trace_summary_page(limit=limit, offset=offset)
-    items, pagination = page_of(rows, limit, offset)
-    return _json({"data": items, "pagination": pagination})
+    return HttpResponse(trace_list_body(limit=limit, offset=offset), content_type=JSON)
 
 
 def _with_score(trace: Trace) -> dict[str, Any]:
@@ -247,15 +255,23 @@ def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> Ht
     return _json({"base": _with_score(base_trace), "other": _with_score(other_trace)})
 
 
-@router.get("/{trace_id}", response={200: TraceDetailOut, 404: ErrorOut}, summary="One trace")
-def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
+def trace_detail_body(*, trace_id: uuid.UUID) -> bytes | None:
+    """The JSON body of one trace, or None when there is no such trace (shared with hotpath)."""
     found = selectors.trace_detail_json(trace_id=trace_id)
     if found is None:
-        raise _not_found(trace_id)
+        return None
     summary, payload = found
     # The stored JSON text is spliced in as is: no parse and re-serialise.
     head = json.dumps(summary, separators=(",", ":"))
-    return HttpResponse(head[:-1] + ',"payload":' + payload + "}", content_type="application/json")
+    return (head[:-1] + ',"payload":' + payload + "}").encode()
+
+
+@router.get("/{trace_id}", response={200: TraceDetailOut, 404: ErrorOut}, summary="One trace")
+def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
+    body = trace_detail_body(trace_id=trace_id)
+    if body is None:
+        raise _not_found(trace_id)
+    return HttpResponse(body, content_type=JSON)
 
 
 @router.post(

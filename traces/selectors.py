@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Substr
@@ -76,8 +76,9 @@ def trace_summary_page(*, limit: int, offset: int) -> list[dict[str, str]]:
     JSON-ready strings (created_at as `...Z`). Reads no payloads; served by the
     (created_at, id) index.
     """
-    postgresql = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once: each proxy access costs
+    postgresql = db.vendor == "postgresql"
+    with db.cursor() as cursor:
         cursor.execute(
             SUMMARY_SQL_POSTGRESQL if postgresql else _SUMMARY_SQL_SQLITE, [limit + 1, offset]
         )
@@ -93,9 +94,9 @@ def trace_detail_json(*, trace_id: uuid.UUID) -> tuple[dict[str, str], str] | No
     The payload stays JSON text (jsonb rendered by PostgreSQL, stored text on
     SQLite) so the API can answer without parsing and re-serialising it.
     """
-    postgresql = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
-        if postgresql:
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
             cursor.execute(_DETAIL_SQL_POSTGRESQL, [trace_id])
         else:
             cursor.execute(_DETAIL_SQL_SQLITE, [trace_id.hex])

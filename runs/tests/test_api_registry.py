@@ -221,8 +221,11 @@ def test_invalid_cursor_is_422(client: Client, cursor: str) -> None:
     assert "cursor" in response.json()["detail"]
 
 
-def test_detail_returns_the_stored_run(client: Client) -> None:
+# A whole second renders without a fraction (datetime.isoformat()).
+@pytest.mark.parametrize("microsecond", [0, 120_000])
+def test_detail_returns_the_stored_run(client: Client, microsecond: int) -> None:
     run = TunixRunFactory.create(
+        started_at=timezone.now().replace(microsecond=microsecond),
         mode=RunMode.LOCAL,
         status=RunStatus.FAILED,
         exit_code=3,
@@ -317,16 +320,18 @@ def test_runs_cannot_be_deleted_patched_or_retried(client: Client) -> None:
 
 
 def test_api_rows_and_page_rows_agree_for_every_way_of_paging() -> None:
-    from runs.selectors import run_list, run_list_values
+    from runs.selectors import run_list, run_list_json
 
-    moment = timezone.now()
+    # Whole seconds for some runs: isoformat() then has no fraction, and the
+    # database-rendered text must drop it the same way.
+    moment = timezone.now().replace(microsecond=0)
     for i in range(230):
         TunixRunFactory.create(
             status=(RunStatus.COMPLETED, RunStatus.FAILED)[i % 2],
             mode=(RunMode.DRY_RUN, RunMode.LOCAL)[i % 8 == 0],
             dataset_key=f"k{i % 3}-v1",
             # pairs of runs share a timestamp, so the run_id tie-breaker matters
-            started_at=moment - timedelta(seconds=i // 2),
+            started_at=moment - timedelta(seconds=i // 2, microseconds=(i // 2) % 3 * 250_001),
         )
     first = run_list(limit=5)
     cases: list[dict[str, Any]] = [
@@ -342,7 +347,12 @@ def test_api_rows_and_page_rows_agree_for_every_way_of_paging() -> None:
         {"cursor": first.pagination["next_cursor"], "status": "failed", "mode": "dry-run"},
     ]
     for params in cases:
-        pages = run_list(**params), run_list_values(**params)
-        assert [r.run_id for r in pages[0].items] == [r["run_id"] for r in pages[1].items], params
+        pages = run_list(**params), run_list_json(**params)
+        assert [str(r.run_id) for r in pages[0].items] == [r["run_id"] for r in pages[1].items], (
+            params
+        )
+        assert [r.started_at.isoformat() for r in pages[0].items] == [
+            r["started_at"] for r in pages[1].items
+        ], params
         assert pages[0].pagination == pages[1].pagination, params
         assert pages[0].items, params
