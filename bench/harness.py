@@ -238,15 +238,18 @@ class Server:
                  self.base_url],
                 capture_output=True, check=False,
             )  # fmt: skip
-        pids = [self.master_pid, *self.worker_pids()]
+        workers = self.worker_pids()
+        pids = [self.master_pid, *workers]
         pg = _processes_named("postgres")
         peak = {"rss": 0.0}
         stop = threading.Event()
 
         def sample() -> None:
+            # Reads /proc only (no subprocess), a few times a second: the sampler
+            # must not take CPU from the server it measures.
             while not stop.is_set():
-                peak["rss"] = max([peak["rss"], *(_rss_mb(p) for p in self.worker_pids())])
-                stop.wait(0.05)
+                peak["rss"] = max([peak["rss"], *(_rss_mb(p) for p in workers)])
+                stop.wait(0.25)
 
         sampler = threading.Thread(target=sample, daemon=True)
         server_before, db_before = _cpu_ms(pids), _cpu_ms(_processes_named("postgres") or pg)
@@ -282,20 +285,27 @@ class Server:
 
 
 @contextlib.contextmanager
-def gunicorn(*, workers: int = 2, threads: int = 1) -> Iterator[Server]:
-    """Serve the project with gunicorn (sync workers) against the bench database."""
+def gunicorn(*, workers: int = 2) -> Iterator[Server]:
+    """Serve the project against the bench database as production does.
+
+    tunix_registry/gunicorn_conf.py as it is (gthread workers, keep-alive, one
+    listening socket per worker), with `workers` worker processes and its
+    defaults for everything else (no access log).
+    """
     from django.db import connections
 
     connections.close_all()
     port = _free_port()
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "tunix_registry.settings"
+    for name in ("GUNICORN_CMD_ARGS", "GUNICORN_ACCESSLOG", "GUNICORN_THREADS", "WEB_CONCURRENCY"):
+        env.pop(name, None)  # the production defaults, whatever this shell has
     workdir = Path(str(_state["workdir"]))
     log = (workdir / "gunicorn.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "tunix_registry.wsgi:application",
-         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--log-level", "warning", "--timeout", "120"],
+         "--config", "python:tunix_registry.gunicorn_conf",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -47,6 +47,8 @@ echo "Tunix Registry: http://$host:$port/"
 echo "  admin:  http://$host:$port/admin/  user 'admin', password $(cat "$pw_file")  (kept in $pw_file)"
 echo "  API:    http://$host:$port/api/docs"
 echo
+# Show each request in the terminal (production leaves access lines off).
+export GUNICORN_ACCESSLOG="${GUNICORN_ACCESSLOG:--}"
 exec .venv/bin/gunicorn tunix_registry.wsgi:application \
   --config python:tunix_registry.gunicorn_conf \
   --bind "$host:$port"

@@ -42,6 +42,7 @@ def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "tunix_registry.wsgi:application",
+         "--config", "python:tunix_registry.gunicorn_conf",
          "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
         cwd=Path(settings.BASE_DIR), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
