@@ -266,6 +266,17 @@ _PG_COLUMNS = ", ".join(
 _PG_ORDER = "ORDER BY created_at DESC, run_id DESC"
 
 
+# The newest hour whose runs, with all newer ones, exceed the offset: the page
+# starts inside it, `skip` runs after the end of that hour. (No such hour: the
+# offset is past the last run, hour_end is NULL and the page is empty.)
+_PG_ANCHOR = (
+    "SELECT to_timestamp((hour + 1) * 3600) AS hour_end, %s - (through - runs) AS skip "
+    "FROM (SELECT hour, runs, sum(runs) OVER (ORDER BY hour DESC) AS through "
+    "FROM runs_hourcount) AS counted "
+    "WHERE through > %s ORDER BY hour DESC LIMIT 1"
+)
+
+
 def pg_list_sql(
     status: str | None,
     dataset_key: str | None,
@@ -278,6 +289,9 @@ def pg_list_sql(
 
     Deep offsets take the page's ids from the filter's index alone (an index-only
     scan), then only those rows; a cursor is a row comparison the index serves.
+    An unfiltered deep offset first finds, from the per-hour counts of
+    `runs_hourcount` (migration 0002), the hour that holds row `offset`, and
+    walks the index only from the end of that hour.
     """
     where: list[str] = []
     params: list[Any] = []
@@ -292,6 +306,16 @@ def pg_list_sql(
         offset = 0
     condition = f"WHERE {' AND '.join(where)}" if where else ""
     table = TunixRun._meta.db_table
+    if offset >= DEEP_OFFSET and not where:
+        sql = (
+            f"WITH anchor AS ({_PG_ANCHOR}) "  # noqa: S608 - no user text
+            f"SELECT {_PG_COLUMNS} FROM {table} WHERE run_id IN ("
+            f"SELECT run_id FROM {table} "
+            "WHERE created_at < (SELECT hour_end FROM anchor) "
+            f"{_PG_ORDER} LIMIT %s OFFSET (SELECT skip FROM anchor)"
+            f") {_PG_ORDER}"
+        )
+        return sql, [offset, offset, limit + 1]
     if offset >= DEEP_OFFSET:
         sql = (
             f"SELECT {_PG_COLUMNS} FROM {table} WHERE run_id IN ("  # noqa: S608 - no user text
