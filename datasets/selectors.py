@@ -65,9 +65,22 @@ def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
     )
 
 
+# PostgreSQL keeps, per dataset, how many members point at a deleted trace
+# (datasets_missing, migration 0004): the count is one row, not a join.
+_PG_EXISTING_COUNT = (
+    "SELECT d.trace_count - coalesce(m.traces, 0) FROM datasets_dataset AS d "
+    "LEFT JOIN datasets_missing AS m ON m.dataset_id = d.id WHERE d.key = %s"
+)
+
+
 def dataset_trace_count(*, key: str) -> int:
     """How many of the dataset's traces still exist (0 for an unknown dataset)."""
     dataset_key_validate(key)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_EXISTING_COUNT, [key])
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
     return Trace.objects.filter(dataset_memberships__dataset__key=key).count()
 
 
