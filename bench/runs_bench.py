@@ -124,8 +124,10 @@ def plans(deep_cursor: str) -> None:
     show("all three filters", dataset_key="ds-8-v1", status="completed", mode="local")
     show("cursor page 500,000 runs deep", cursor=deep_cursor)
     show("cursor page deep, filtered by status", cursor=deep_cursor, status="failed")
-    show(f"offset {DEEP:,} (ids from the index, then the rows)", offset=DEEP)
-    show(f"offset {DEEP:,} filtered by status", offset=DEEP, status="completed")
+    show(f"offset {DEEP:,} (its hour from runs_hourcount, the ids inside it, then the rows)",
+         offset=DEEP)  # fmt: skip
+    show(f"offset {DEEP:,} filtered by status (ids from the index, then the rows)",
+         offset=DEEP, status="completed")  # fmt: skip
 
 
 def main() -> None:
