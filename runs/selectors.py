@@ -20,8 +20,8 @@ from runs.models import RunEvent, RunMetric, TunixRun
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
 LIST_DEFERRED = ("stdout", "stderr", "config")
-# The columns of a JSON list item (plus created_at for the cursor).
-LIST_VALUES = (
+# The keys of a JSON list item, in the API's order.
+LIST_ITEM = (
     "run_id",
     "dataset_key",
     "model_id",
@@ -29,8 +29,9 @@ LIST_VALUES = (
     "status",
     "started_at",
     "duration_seconds",
-    "created_at",
 )
+# The columns a list reads: the item's, plus created_at for the cursor.
+LIST_VALUES = (*LIST_ITEM, "created_at")
 # From this offset on, a page first reads its ids from an index alone, then the rows.
 DEEP_OFFSET = 200
 
@@ -204,18 +205,6 @@ def run_list_json(
     for row in page.items:
         del row["created_at"]  # only the cursor needed it
     return page
-
-
-# The keys of a JSON list item, in the API's order.
-LIST_ITEM = (
-    "run_id",
-    "dataset_key",
-    "model_id",
-    "mode",
-    "status",
-    "started_at",
-    "duration_seconds",
-)
 
 
 def _orm_item(row: dict[str, Any]) -> dict[str, Any]:

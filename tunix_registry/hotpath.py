@@ -76,14 +76,23 @@ def _number(params: dict[str, str], name: str, default: int, low: int, high: int
     return value if low <= value <= high else None
 
 
-def _trace_list(environ: WSGIEnvironment) -> Answer:
-    params = _query(environ, frozenset({"limit", "offset"}))
+def _page(environ: WSGIEnvironment, *filters: str) -> tuple[int, int, dict[str, str]] | None:
+    """limit, offset and the other parameters of a list request, or None if any is unusual."""
+    params = _query(environ, frozenset({"limit", "offset", *filters}))
     if params is None:
         return None
     limit = _number(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _number(params, "offset", 0, 0, MAX_OFFSET)
     if limit is None or offset is None:
         return None
+    return limit, offset, params
+
+
+def _trace_list(environ: WSGIEnvironment) -> Answer:
+    page = _page(environ)
+    if page is None:
+        return None
+    limit, offset, _ = page
     return traces_api.JSON, traces_api.trace_list_body(limit=limit, offset=offset)
 
 
@@ -95,13 +104,10 @@ def _trace_detail(environ: WSGIEnvironment, key: str) -> Answer:
 
 
 def _run_list(environ: WSGIEnvironment) -> Answer:
-    params = _query(environ, frozenset({"limit", "offset", *_RUN_FILTERS}))
-    if params is None:
+    page = _page(environ, *_RUN_FILTERS)
+    if page is None:
         return None
-    limit = _number(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _number(params, "offset", 0, 0, MAX_OFFSET)
-    if limit is None or offset is None:
-        return None
+    limit, offset, params = page
     filters = {name: params.get(name) or None for name in _RUN_FILTERS}
     try:
         body = runs_api.run_list_body(limit=limit, offset=offset, **filters)
