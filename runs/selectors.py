@@ -16,6 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Q, QuerySet
 
 from runs.models import RunEvent, RunMetric, TunixRun
+from tunix_registry.sqltime import iso_utc, pg_utc_text
 
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
@@ -216,10 +217,8 @@ def _orm_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iso_text(text: str) -> str:
-    """PostgreSQL's UTC "YYYY-MM-DDTHH:MM:SS.ffffff" as datetime.isoformat() renders it."""
-    if text.endswith(".000000"):
-        text = text[:-7]
-    return text + "+00:00"
+    """PostgreSQL's UTC text as an aware UTC datetime's isoformat() renders it."""
+    return iso_utc(text, "+00:00")
 
 
 def _pg_item(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -236,10 +235,6 @@ def _pg_item(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _utc_text(column: str) -> str:
-    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS {column}_text"
-
-
 _PG_COLUMNS = ", ".join(
     [
         "run_id::text AS run_id_text",
@@ -247,9 +242,9 @@ _PG_COLUMNS = ", ".join(
         "model_id",
         "mode",
         "status",
-        _utc_text("started_at"),
+        pg_utc_text("started_at"),
         "duration_seconds",
-        _utc_text("created_at"),
+        pg_utc_text("created_at"),
     ]
 )
 _PG_ORDER = "ORDER BY created_at DESC, run_id DESC"
@@ -331,7 +326,7 @@ def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
 _PG_DETAIL_SQL = (
     "SELECT run_id::text AS run_id_text, status, mode, dataset_key, model_id, output_dir, "  # noqa: S608
     "exit_code, stdout, stderr, duration_seconds, "
-    f"{_utc_text('started_at')}, {_utc_text('completed_at')}, message, "
+    f"{pg_utc_text('started_at')}, {pg_utc_text('completed_at')}, message, "
     "metrics_steps, final_loss, best_eval_loss, tokens_per_second "
     f"FROM {TunixRun._meta.db_table} WHERE run_id = %s"
 )

@@ -13,6 +13,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Substr
 
 from traces.models import Score, Trace
+from tunix_registry.sqltime import iso_utc, pg_utc_text
 
 PROMPT_PREVIEW_CHARS = 120
 
@@ -31,10 +32,7 @@ _TABLE = Trace._meta.db_table
 # PostgreSQL renders id and UTC time as text itself; SQLite already stores text.
 # (Aliased: a bare `id` in ORDER BY would otherwise mean the text column and
 # force a sort instead of the index walk.)
-_PG_TEXT_COLUMNS = (
-    "id::text AS id_text, "
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS created_text"
-)
+_PG_TEXT_COLUMNS = f"id::text AS id_text, {pg_utc_text('created_at')}"
 SUMMARY_SQL_POSTGRESQL = (
     f"SELECT {_PG_TEXT_COLUMNS}, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
     f"ORDER BY {_TABLE}.created_at DESC, {_TABLE}.id DESC LIMIT %s OFFSET %s"
@@ -64,10 +62,7 @@ def _time_text(value: str | datetime) -> str:
     """
     if isinstance(value, datetime):
         value = value.isoformat()
-    value = value.replace(" ", "T", 1)
-    if value.endswith(".000000"):
-        value = value[:-7]
-    return value + "Z"
+    return iso_utc(value.replace(" ", "T", 1), "Z")
 
 
 def trace_summary_page(*, limit: int, offset: int) -> list[dict[str, str]]:
