@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db import connection
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -111,32 +112,9 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "run_id",
-        "status",
-        "mode",
-        "dataset_key",
-        "model_id",
-        "message",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "duration_seconds",
-        "exit_code",
-        "stdout_block",
-        "stderr_block",
-        "metrics_count",
-        "metrics_steps",
-        "final_loss",
-        "best_eval_loss",
-        "tokens_per_second",
-        "output_dir",
-        "config",
-        "host",
-        "pid",
-        "supervisor_host",
-        "supervisor_pid",
-    )
+    # Everything shown is read-only (the admin only inspects runs), including the
+    # computed blocks, which a fieldset can only show as read-only fields.
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TunixRun]:
         # A correlated subquery, not Count("metrics"): a join + GROUP BY would go into

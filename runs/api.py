@@ -182,10 +182,14 @@ def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
     return HttpResponse(body, content_type=JSON)
 
 
+def _run_not_found(run_id: uuid.UUID) -> HttpError:
+    return HttpError(404, f"Tunix run not found: {run_id}")
+
+
 def _run_or_404(run_id: uuid.UUID) -> Any:
     run = selectors.run_get(run_id=run_id)
     if run is None:
-        raise HttpError(404, f"Tunix run not found: {run_id}")
+        raise _run_not_found(run_id)
     return run
 
 
@@ -208,7 +212,7 @@ def run_detail_body(*, run_id: uuid.UUID) -> bytes | None:
 def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     body = run_detail_body(run_id=run_id)
     if body is None:
-        raise HttpError(404, f"Tunix run not found: {run_id}")
+        raise _run_not_found(run_id)
     return HttpResponse(body, content_type=JSON)
 
 

@@ -95,8 +95,12 @@ class ScoreRequest(BaseModel):
     criteria: Literal["baseline"] = "baseline"
 
 
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _json(body: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(json.dumps(body, separators=(",", ":")), status=status, content_type=JSON)
+    return HttpResponse(_dumps(body), status=status, content_type=JSON)
 
 
 def _read_body(request: HttpRequest, *, limit: int) -> bytes:
@@ -221,7 +225,7 @@ def trace_list_body(*, limit: int, offset: int) -> bytes:
     """
     rows = selectors.trace_summary_page(limit=limit, offset=offset)
     items, pagination = page_of(rows, limit, offset)
-    return json.dumps({"data": items, "pagination": pagination}, separators=(",", ":")).encode()
+    return _dumps({"data": items, "pagination": pagination})
 
 
 @router.get("", response={200: TraceListOut}, summary="List traces, newest first")
