@@ -166,11 +166,6 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-# --- Serving ---------------------------------------------------------------
-# The four hottest API reads are answered in front of Django's request cycle
-# (tunix_registry/hotpath.py) with the same bodies and headers.
-HOT_READS = env_bool("TUNIX_HOT_READS", True)
-
 # --- Traces ----------------------------------------------------------------
 TRACE_MAX_BYTES = env_int("TRACE_MAX_BYTES", 1_048_576, minimum=1024, maximum=10_485_760)
 TRACE_BATCH_MAX_BYTES = env_int(
