@@ -1,6 +1,6 @@
 """Datasets: immutable, versioned selections of traces.
 
-A `Dataset` row is the manifest of §3.6 (rendered from the database, mirrored
+A `Dataset` row is the dataset's manifest (rendered from the database, mirrored
 to `DATA_DIR/datasets/<key>/manifest.json` when built or materialised); its
 `DatasetMember` rows are the selected traces in selection order.
 """

@@ -1,6 +1,6 @@
 """Admin of the run registry: read-only for everyone, superusers included.
 
-Runs are immutable audit records (seed answers 25-27); the admin inspects them.
+Runs are immutable audit records (docs/decisions.md#no-delete-patch-retry); the admin inspects them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The run registry: every Tunix run ever launched, its audit trail and its metrics.
 
-Runs are immutable audit records once finished. Every status change goes through
-`runs.services` as a compare-and-set update plus a `RunEvent` row; nothing else
-sets `status`.
+Runs are immutable audit records once finished (docs/decisions.md#no-delete-patch-retry).
+Every status change goes through `runs.services` as a compare-and-set update plus a
+`RunEvent` row; nothing else sets `status` (docs/decisions.md#status-values).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from django.utils import timezone
 
 
 class RunStatus(models.TextChoices):
-    # `pending` is reserved for queued execution (seed answer 2): nothing writes it yet.
+    # `pending` is reserved for queued execution: nothing writes it while runs execute
+    # synchronously (docs/decisions.md#status-values).
     PENDING = "pending", "pending"
     RUNNING = "running", "running"
     COMPLETED = "completed", "completed"
@@ -23,6 +24,7 @@ class RunStatus(models.TextChoices):
 
 
 class RunMode(models.TextChoices):
+    # With a hyphen, as the API returns it (docs/decisions.md#dry-run-mode-name).
     DRY_RUN = "dry-run", "dry-run"
     LOCAL = "local", "local"
 
@@ -36,7 +38,13 @@ def _list_index(*equality: str, name: str) -> models.Index:
 
 
 class TunixRun(models.Model):
-    """One launched run (dry-run or local). See the 0001 migration for when fields are null."""
+    """One launched run (dry-run or local).
+
+    When each nullable field is null: docs/decisions.md#nullable-fields (also in
+    the 0001 migration's docstring). `run_id` is a random UUID
+    (docs/decisions.md#uuid-keys); `dataset_key` is a plain string, not a foreign
+    key (docs/decisions.md#dataset-key-not-a-foreign-key).
+    """
 
     run_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     dataset_key = models.CharField(max_length=256)
@@ -67,7 +75,8 @@ class TunixRun(models.Model):
     # Identifies that process beyond its pid (boot id + start time on Linux), so a
     # recycled pid after a restart is not mistaken for the original process.
     supervisor_fingerprint = models.CharField(max_length=128, blank=True, default="")
-    # Metrics summary (issue 7), from the trainer's metrics.jsonl at the end of a local run.
+    # Metrics summary, from the trainer's metrics.jsonl at the end of a local run
+    # (null when nothing was ingested: docs/decisions.md#nullable-fields).
     metrics_steps = models.IntegerField(null=True, blank=True)
     final_loss = models.FloatField(null=True, blank=True)
     best_eval_loss = models.FloatField(null=True, blank=True)
@@ -78,11 +87,11 @@ class TunixRun(models.Model):
         ordering = ["-created_at", "-run_id"]
         indexes = [
             # GET /api/tunix/runs and the history page without filters; also
-            # "recent runs" by created_at (seed answer 3) and keyset cursors.
+            # "recent runs" by created_at and keyset cursors (docs/decisions.md#pagination).
             _list_index(name="run_list_idx"),
             # The list filtered by status.
             _list_index("status", name="run_list_status_idx"),
-            # The list filtered by dataset_key; also any lookup by dataset_key (seed answer 3).
+            # The list filtered by dataset_key; also any lookup by dataset_key.
             _list_index("dataset_key", name="run_list_dataset_idx"),
             # The list filtered by mode.
             _list_index("mode", name="run_list_mode_idx"),

@@ -6,9 +6,9 @@ The benchmarks in docs/benchmarks.md serve the project with exactly this file.
 import os
 
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Threaded workers: a local run executes inside its request (seed decision 6:
-# synchronous for now) and occupies one thread, not a whole worker, while the
-# other threads keep serving pages and API reads.
+# Threaded workers: a local run executes inside its request
+# (docs/decisions.md#synchronous-local-runs) and occupies one thread, not a
+# whole worker, while the other threads keep serving pages and API reads.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A worker must be allowed to wait for a local run's own timeout.

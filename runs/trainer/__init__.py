@@ -1,8 +1,8 @@
 """The project's training entry point: ``python -m runs.trainer --config manifest.yaml``.
 
 A local run executes it as a subprocess, with the run directory as working directory. It reads the
-manifest (REFERENCE §6.3) and the tunix_sft JSONL it names, fine-tunes the model with Tunix's
-``PeftTrainer`` (full-weight SFT, loss masked to the model's turn), and writes:
+manifest (layout in docs/training.md) and the tunix_sft JSONL it names, fine-tunes the model with
+Tunix's ``PeftTrainer`` (full-weight SFT, loss masked to the model's turn), and writes:
 
 - ``metrics.jsonl`` in the manifest's directory: one JSON object per logged step,
   ``{"step", "loss", "eval_loss", "tokens_per_second", "elapsed_seconds"}``, flushed line by line;

@@ -1,4 +1,4 @@
-"""Reading and validating the training manifest (REFERENCE §6.3).
+"""Reading and validating the training manifest (layout in docs/training.md).
 
 The registry writes the manifest into the run directory; the trainer checks every field again, so a
 hand-written manifest gets the same rules. Nothing here imports JAX.
