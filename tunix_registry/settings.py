@@ -19,22 +19,30 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
+# Where the embedded database, materialised datasets, run directories and
+# checkpoints live. Every path under it is built from validated keys and UUIDs.
+DATA_DIR = Path(env_str("TUNIX_REGISTRY_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
+
+# DJANGO_SECRET_KEY, else the installation's key that `make run` generated in
+# the data directory, so every `manage.py` command works in a fresh shell.
 _secret = env_str("DJANGO_SECRET_KEY", "")
+_secret_file = DATA_DIR / "secret_key"
+if not _secret and _secret_file.is_file():
+    try:
+        _secret = _secret_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read {_secret_file}: {exc.strerror}") from None
 if not _secret:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
-            "(`make run` generates one and keeps it in the data directory)"
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off, or the data directory "
+            f"must hold a generated key in {_secret_file} (`make run` creates it)"
         )
     _secret = "insecure-development-only-key-do-not-use-in-production"  # noqa: S105
 SECRET_KEY = _secret
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
-
-# Where the embedded database, materialised datasets, run directories and
-# checkpoints live. Every path under it is built from validated keys and UUIDs.
-DATA_DIR = Path(env_str("TUNIX_REGISTRY_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
