@@ -115,3 +115,58 @@ def test_debug_is_off_unless_asked_for() -> None:
     from django.conf import settings
 
     assert settings.DEBUG is False
+
+
+def _manage_in_fresh_shell(
+    data_dir: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`manage.py <args>` as a new terminal runs it: only PATH and HOME, nothing exported."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", str(data_dir)),
+        "TUNIX_REGISTRY_DATA_DIR": str(data_dir),
+        **extra,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+_PRINT_KEY = (
+    "shell",
+    "-v",
+    "0",
+    "-c",
+    "from django.conf import settings; print(settings.SECRET_KEY)",
+)
+
+
+def test_fresh_shell_uses_the_installations_generated_key(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("generated-key-of-this-installation\n")
+    result = _manage_in_fresh_shell(tmp_path, *_PRINT_KEY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "generated-key-of-this-installation"
+
+
+def test_exported_secret_key_wins_over_the_generated_one(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("generated-key\n")
+    result = _manage_in_fresh_shell(tmp_path, *_PRINT_KEY, DJANGO_SECRET_KEY="exported-key")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "exported-key"
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"])
+def test_no_key_anywhere_fails_with_a_clear_message(tmp_path: Path, content: str | None) -> None:
+    if content is not None:
+        (tmp_path / "secret_key").write_text(content)
+    result = _manage_in_fresh_shell(tmp_path, "check")
+    assert result.returncode == 2
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+    assert str(tmp_path / "secret_key") in result.stderr
+    assert "Traceback" not in result.stderr
