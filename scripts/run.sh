@@ -13,7 +13,8 @@ export TUNIX_REGISTRY_DATA_DIR="${TUNIX_REGISTRY_DATA_DIR:-$PWD/var}"
 mkdir -p "$TUNIX_REGISTRY_DATA_DIR"
 chmod 700 "$TUNIX_REGISTRY_DATA_DIR"
 
-# A secret key of this installation, generated once and kept beside the data.
+# A secret key of this installation, generated once and kept beside the data;
+# settings read it from there too, so `manage.py` needs nothing exported.
 key_file="$TUNIX_REGISTRY_DATA_DIR/secret_key"
 if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
   if [ ! -s "$key_file" ]; then
