@@ -1,25 +1,141 @@
 """The one NinjaAPI of the product, mounted at /api/.
 
-Each app owns a ninja Router in its `api.py`; this module only mounts them and
-answers the health check. Error bodies follow the original: `{"detail": ...}`.
+Each app owns a ninja Router in its `api.py`; this module mounts them, answers
+the health check and holds what every endpoint shares
+(docs/decisions.md#api-errors):
+
+- one renderer (`tunix_registry.rendering`): one encoder, one content type;
+- every error is `{"detail": ...}`: a string, or for request validation a list
+  of `{"type", "loc", "msg", ...}` whose `loc` is `["body", <field>, ...]`,
+  `["query", <param>]` or `["path", <param>]`;
+- an unhandled exception is logged and answered with a JSON 500 (503 when the
+  database is unavailable), never with a traceback;
+- the OpenAPI document lists the 400/413/422 answers of every operation that
+  can give them, so it describes what the API does.
+
+Oversized and chunked bodies, unknown paths and wrong methods are handled
+before ninja, by `tunix_registry.middleware.ApiMiddleware`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema, Status
+from ninja.errors import ValidationError, ValidationErrorContext
+from ninja.openapi.schema import OpenAPISchema
 
 from datasets.api import router as datasets_router
 from runs.api import router as runs_router
 from traces.api import router as traces_router
+from tunix_registry.fields import NO_NUL_MESSAGE, NO_NUL_PATTERN
+from tunix_registry.rendering import ApiRenderer
 
 logger = logging.getLogger(__name__)
 
-api = NinjaAPI(
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+    "title": "Error",
+}
+_VALIDATION_ERROR_SCHEMA = {
+    "type": "object",
+    "title": "ValidationError",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "loc", "msg"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                            },
+                            "msg": {"type": "string"},
+                        },
+                    },
+                },
+            ]
+        }
+    },
+}
+_REF = "#/components/schemas/"
+_DESCRIPTIONS = {
+    "400": "Malformed request (for instance a body that is not JSON)",
+    "413": "Request body too large",
+    "422": "Request validation failed; `loc` names the field",
+}
+
+
+def _error_response(code: str) -> dict[str, Any]:
+    schema = "ValidationError" if code == "422" else "Error"
+    return {
+        "description": _DESCRIPTIONS[code],
+        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
+    }
+
+
+class RegistryAPI(NinjaAPI):
+    """NinjaAPI with the product's error shapes and a complete OpenAPI document."""
+
+    def validation_error_from_error_contexts(
+        self, error_contexts: list[ValidationErrorContext]
+    ) -> ValidationError:
+        """Ninja's errors, with `loc` relative to the body and the NUL pattern worded plainly.
+
+        A handler declares its body as one schema parameter (`body: SomeIn`);
+        ninja would put that parameter's name into `loc` (`["body", "body",
+        "field"]`); the contract is `["body", "field"]`.
+        """
+        error = super().validation_error_from_error_contexts(error_contexts)
+        single = {
+            getattr(c.model, "__read_from_single_attr__", None)
+            for c in error_contexts
+            if getattr(c.model, "__ninja_param_source__", None) == "body"
+        } - {None}
+        for item in error.errors:
+            loc = tuple(item["loc"])
+            if len(loc) >= 2 and loc[0] == "body" and loc[1] in single:
+                item["loc"] = ("body", *loc[2:])
+            item["loc"] = list(item["loc"])
+            if item.get("type") == "string_pattern_mismatch" and (
+                item.get("ctx", {}).get("pattern") == NO_NUL_PATTERN
+            ):
+                item["msg"] = f"Value error, {NO_NUL_MESSAGE}"
+        return error
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
+        schema = super().get_openapi_schema(**kwargs)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Error", _ERROR_SCHEMA)
+        components.setdefault("ValidationError", _VALIDATION_ERROR_SCHEMA)
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                responses = operation.setdefault("responses", {})
+                codes = []
+                if operation.get("parameters") or "requestBody" in operation:
+                    codes.append("422")
+                if "requestBody" in operation:
+                    codes += ["400", "413"]
+                for code in codes:
+                    responses.setdefault(code, _error_response(code))
+        return schema
+
+
+api = RegistryAPI(
     title="Tunix Registry API",
     version="1.0.0",
     description=(
@@ -27,7 +143,30 @@ api = NinjaAPI(
         "Paths and shapes are compatible with the original Tunix RT API."
     ),
     urls_namespace="api",
+    renderer=ApiRenderer(),
 )
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return api.create_response(
+        request,
+        {"detail": f"Payload size exceeds maximum of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"},
+        status=413,
+    )
+
+
+@api.exception_handler(DatabaseError)
+def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    # Django drops a broken connection when the request ends (close_old_connections).
+    logger.exception("%s %s: database error", request.method, request.path)
+    return api.create_response(request, {"detail": "Database unavailable"}, status=503)
+
+
+@api.exception_handler(Exception)
+def _unhandled(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("%s %s: unhandled exception", request.method, request.path)
+    return api.create_response(request, {"detail": "Internal server error"}, status=500)
 
 
 class HealthOut(Schema):

@@ -61,16 +61,20 @@ INSTALLED_APPS = [
     "runs",
 ]
 
+# ApiMiddleware comes first: it bounds and reads request bodies for /api/
+# before anything else can, and turns any error there into JSON. The last three
+# are Django's own, skipped for /api/ (see tunix_registry/middleware.py).
 MIDDLEWARE = [
+    "tunix_registry.middleware.ApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    "tunix_registry.middleware.MessageOutsideApiMiddleware",
+    "tunix_registry.middleware.XFrameOptionsOutsideApiMiddleware",
+    "tunix_registry.middleware.HtmxOutsideApiMiddleware",
 ]
 
 ROOT_URLCONF = "tunix_registry.urls"

@@ -1,0 +1,131 @@
+"""Field types shared by every request schema of the API and by the forms.
+
+PostgreSQL cannot store U+0000 in text or jsonb, so a NUL character anywhere in
+a request would fail inside the database (a 500) after work had started. Every
+string a client sends is declared with one of the types below instead of a bare
+`str`: validation refuses the NUL with a 422 naming the field, before any
+service runs, and the OpenAPI schema says so (`pattern`).
+
+- `Text`: a string without NUL. Add lengths with `Annotated[Text, Field(...)]`.
+- `JsonObject`: a free-form JSON object (filters, trace `meta`) whose keys and
+  nested strings carry no NUL and whose numbers are finite.
+- `Flag` and `Integer`: a JSON boolean or integer and nothing else: `false` is
+  not an integer and `0` is not a boolean.
+- `documented(...)`: a schema that only documents what a handler enforces itself
+  (query ranges answered with their own messages, dataset keys).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Union
+
+from pydantic import AfterValidator, Field, GetJsonSchemaHandler, StrictBool, StrictInt, TypeAdapter
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
+
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NO_NUL_MESSAGE = "must not contain NUL (U+0000) characters"
+# A dataset key: letters, digits, "_", "." and "-", never two dots in a row.
+DATASET_KEY_PATTERN = r"^(\.?[A-Za-z0-9_-])*\.?$"
+# A dataset name or version: the same, plus the spaces and "/" that become "_" in its key.
+DATASET_PART_PATTERN = r"^(\.?[A-Za-z0-9_ /-])*\.?$"
+
+
+def text_check(value: str) -> str:
+    """`value` unchanged, or ValueError when it holds a NUL character (for non-pydantic callers)."""
+    if "\x00" in value:
+        raise ValueError(NO_NUL_MESSAGE)
+    return value
+
+
+# The pattern is a native pydantic constraint: it combines with min/max lengths
+# and is published in the JSON schema as is. The API words its error as
+# NO_NUL_MESSAGE (tunix_registry.api).
+Text = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
+
+Flag = StrictBool
+Integer = StrictInt
+
+_JsonFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _JsonDict:
+    """JSON schema of an object whose keys are `Text`: `propertyNames` (not patternProperties)."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        patterns = json_schema.pop("patternProperties", {})
+        for pattern, value in patterns.items():
+            json_schema["propertyNames"] = {"pattern": pattern}
+            json_schema["additionalProperties"] = value
+        return json_schema
+
+
+# Documents a JSON value whose strings (keys included) carry no NUL and whose
+# numbers are finite. Recursive: the OpenAPI document holds it once, as the
+# component "JsonValue".
+JsonValue = TypeAliasType(  # type: ignore[misc]
+    "JsonValue",
+    Union[  # noqa: UP007 (a recursive alias needs the Union spelling)
+        Text,
+        bool,
+        int,
+        _JsonFloat,
+        list["JsonValue"],
+        Annotated[dict[Text, "JsonValue"], _JsonDict()],
+        None,
+    ],
+)
+_JSON_OBJECT_CORE = TypeAdapter(Annotated[dict[Text, JsonValue], _JsonDict()]).core_schema
+MAX_JSON_DEPTH = 64
+
+
+def _json_walk(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} {NO_NUL_MESSAGE}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must not be NaN or Infinity")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise ValueError(f"{where}: a key {NO_NUL_MESSAGE}")
+            _json_walk(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _json_walk(item, f"{where}[{index}]", depth + 1)
+
+
+def json_object_check(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` unchanged, or ValueError naming the first key path PostgreSQL cannot store."""
+    for key, item in value.items():
+        if "\x00" in key:
+            raise ValueError(f"a key {NO_NUL_MESSAGE}")
+        _json_walk(item, key, 1)
+    return value
+
+
+class _JsonObjectSchema:
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(_JSON_OBJECT_CORE)
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(json_object_check), _JsonObjectSchema()]
+
+
+def documented(**json_schema: Any) -> Any:
+    """Field metadata that documents a constraint in the OpenAPI schema without enforcing it.
+
+    For values a handler checks itself with its own message (`limit`, `offset`,
+    dataset keys): the schema then says exactly what the handler accepts.
+    """
+    return Field(json_schema_extra=json_schema)
