@@ -75,8 +75,8 @@ JsonValue = TypeAliasType(  # type: ignore[misc]
         bool,
         int,
         _JsonFloat,
-        list["JsonValue"],
-        Annotated[dict[Text, "JsonValue"], _JsonDict()],
+        list["JsonValue"],  # type: ignore[misc]
+        Annotated[dict[Text, "JsonValue"], _JsonDict()],  # type: ignore[misc]
         None,
     ],
 )

@@ -90,8 +90,8 @@ class ApiMiddleware:
             return too_large(limit)
         body = b"".join(parts)
         # From here on the request is an ordinary one with a known length.
-        request._body = body  # type: ignore[attr-defined]
-        request._stream = io.BytesIO(body)  # type: ignore[attr-defined]
+        request._body = body
+        request._stream = io.BytesIO(body)
         request.META["CONTENT_LENGTH"] = str(len(body))
         return None
 
