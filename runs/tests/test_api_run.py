@@ -1,4 +1,7 @@
-"""POST /api/tunix/run: validation, 501, dry-runs persisted with the seed's null exit codes."""
+"""POST /api/tunix/run: validation, 501, dry-runs persisted with null exit codes.
+
+See docs/decisions.md#dry-runs-persisted and docs/decisions.md#nullable-fields.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from django.test import Client
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import RunEvent, TunixRun
-from runs.services import RUNTIME_UNAVAILABLE_MESSAGE
+from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 
 pytestmark = pytest.mark.django_db
 

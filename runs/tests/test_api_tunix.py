@@ -1,4 +1,4 @@
-"""GET /api/tunix/status, POST /api/tunix/sft/export and /sft/manifest (REFERENCE §6.1-6.3)."""
+"""GET /api/tunix/status, POST /api/tunix/sft/export and /sft/manifest."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from django.test import Client
 
 from datasets.tests.factories import dataset_with_traces
-from runs.services import STATUS_AVAILABLE_MESSAGE, STATUS_UNAVAILABLE_MESSAGE
+from runs.runtime import STATUS_AVAILABLE_MESSAGE, STATUS_UNAVAILABLE_MESSAGE
 from traces.tests.factories import TraceFactory
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +13,8 @@ from django.core.management import CommandError, call_command
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import TunixRun
-from runs.services import RUNTIME_UNAVAILABLE_MESSAGE
+from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
+from runs.selectors import run_directory
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +78,7 @@ def test_local_run_prints_metrics_excerpts_and_log_location(settings: Any) -> No
     assert "metrics: 30 steps, final loss 1.25" in out
     assert "--- stdout (last 20 lines) ---" in out
     assert "done" in out
-    assert f"runs/{run.run_id}" in out
+    assert f"logs: {run_directory(run_id=run.run_id)}\n" in out
     assert run.config["batch_size"] == 2
 
 
@@ -100,3 +104,25 @@ def test_local_run_shows_the_trainers_latest_line_while_it_runs(
     assert "Execution timeout (exceeded 2 seconds)" in out.getvalue()
     # The progress line (tqdm) goes to the process's stderr.
     assert "running: started, sleeping" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("fake_trainer")
+def test_local_run_follows_its_own_directory_not_the_newest_one(
+    settings: Any, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings.TUNIX_RUN_TIMEOUT_SECONDS = 2
+    dataset_with_traces(count=1)
+    # Another run's directory, touched later than this launch's will ever be.
+    other = data_dir / "runs" / "another-run"
+    other.mkdir(parents=True)
+    (other / "stdout.log").write_text("a line of another run\n")
+    later = time.time() + 3600
+    os.utime(other, (later, later))
+    out = StringIO()
+    with pytest.raises(CommandError, match="ended timeout"):
+        call_command("tunix_run", "demo-v1", "fake-sleep", "--local", stdout=out, stderr=StringIO())
+    run = TunixRun.objects.get()
+    err = capsys.readouterr().err
+    assert "running: started, sleeping" in err
+    assert "another run" not in err
+    assert f"logs: {run_directory(run_id=run.run_id)}\n" in out.getvalue()

@@ -1,9 +1,10 @@
-"""Execution beats persistence (seed answer 8), with the database really failing.
+"""The database failing while a run is recorded never fails the user, for real.
 
-Another connection locks the runs table (SQLite: a write transaction on the
-shared test database; PostgreSQL: LOCK TABLE ... ACCESS EXCLUSIVE, which our
-side gives up on after TUNIX_RUN_DB_LOCK_TIMEOUT_MS). The fake trainer waits
-for a signal file, so the lock is taken while the run is executing.
+See docs/decisions.md#database-failure-never-fails-the-user. Another connection
+locks the runs table (SQLite: a write transaction on the shared test database;
+PostgreSQL: LOCK TABLE ... ACCESS EXCLUSIVE, which our side gives up on after
+TUNIX_RUN_DB_LOCK_TIMEOUT_MS). The fake trainer waits for a signal file, so the
+lock is taken while the run is executing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from django.test import Client
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import RunEvent, TunixRun
+from runs.outcomes import OUTCOME_FILE
 from runs.selectors import run_directory
-from runs.services import OUTCOME_FILE, run_reap
+from runs.services import run_reap
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_trainer")]
 

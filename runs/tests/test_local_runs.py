@@ -17,8 +17,8 @@ from django.test import Client
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import RunMetric, TunixRun
+from runs.outcomes import TRUNCATION_MARKER
 from runs.selectors import run_directory, run_log_path
-from runs.services import TRUNCATION_MARKER
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fake_trainer")]
 

@@ -1,4 +1,4 @@
-"""Issue 7's proof through the registry: a real Tunix training launched by POST /api/tunix/run.
+"""A real Tunix training through the registry, launched by POST /api/tunix/run.
 
 The project's own trainer (`python -m runs.trainer`, the default TUNIX_TRAINER_COMMAND)
 fine-tunes the built-in tiny-qwen3 on a generated dataset; the run ends completed

@@ -14,8 +14,9 @@ import pytest
 from django.core.management import call_command
 
 from runs.models import RunEvent, RunMode, RunStatus, TunixRun
+from runs.processes import process_fingerprint
 from runs.selectors import run_directory
-from runs.services import INTERRUPTED_MESSAGE, process_fingerprint, run_reap
+from runs.services import INTERRUPTED_MESSAGE, run_reap
 from runs.tests.factories import TunixRunFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Pure parts of the run services: truncation, output directories, metrics files."""
+"""The pure helpers of runs: truncation, output directories, metrics files, processes, manifest."""
 
 from __future__ import annotations
 
@@ -9,17 +9,11 @@ from typing import Any
 
 import pytest
 
-from runs.services import (
-    OUTPUT_LIMIT_BYTES,
-    TRUNCATION_MARKER,
-    InvalidRunRequest,
-    metrics_parse,
-    metrics_summary,
-    output_dir_resolve,
-    process_alive,
-    process_fingerprint,
-    truncate_output,
-)
+from runs.manifest import manifest_yaml
+from runs.metrics import metrics_parse, metrics_summary
+from runs.outcomes import OUTPUT_LIMIT_BYTES, TRUNCATION_MARKER, log_excerpt, truncate_output
+from runs.outputs import OutputDirRefused, output_dir_resolve
+from runs.processes import process_alive, process_fingerprint
 
 
 def test_truncation_keeps_short_output_unchanged() -> None:
@@ -48,6 +42,15 @@ def test_truncation_keeps_a_character_ending_on_the_boundary() -> None:
     assert truncate_output(data) == "a" * (OUTPUT_LIMIT_BYTES - 2) + "é" + TRUNCATION_MARKER
 
 
+def test_log_excerpt_reads_only_what_truncation_needs(tmp_path: Path) -> None:
+    log = tmp_path / "stdout.log"
+    log.write_bytes(b"x" * (OUTPUT_LIMIT_BYTES + 5000))
+    assert log_excerpt(log) == "x" * OUTPUT_LIMIT_BYTES + TRUNCATION_MARKER
+    log.write_bytes(b"short\n")
+    assert log_excerpt(log) == "short\n"
+    assert log_excerpt(tmp_path / "missing.log") == ""
+
+
 RUN = uuid.UUID("12345678-1234-4234-8234-123456789abc")
 
 
@@ -68,21 +71,20 @@ def test_relative_output_dirs_resolve_under_outputs(given: str, stored: str) -> 
 def test_symlink_out_of_outputs_is_refused(data_dir: Path, tmp_path: Path) -> None:
     (data_dir / "outputs").mkdir()
     (data_dir / "outputs/link").symlink_to(tmp_path)
-    with pytest.raises(InvalidRunRequest) as caught:
+    with pytest.raises(OutputDirRefused, match="must stay inside the outputs directory"):
         output_dir_resolve(run_id=RUN, output_dir="link/x")
-    assert caught.value.field == "output_dir"
 
 
 def test_output_roots_setting_allows_absolute_dirs(settings: Any, tmp_path: Path) -> None:
     root = (tmp_path / "ckpt").resolve()
-    with pytest.raises(InvalidRunRequest):
+    with pytest.raises(OutputDirRefused, match="allowed output roots"):
         output_dir_resolve(run_id=RUN, output_dir=str(root / "a"))
     settings.TUNIX_OUTPUT_ROOTS = [root]
     assert output_dir_resolve(run_id=RUN, output_dir=str(root / "a")) == (
         str(root / "a"),
         root / "a",
     )
-    with pytest.raises(InvalidRunRequest):
+    with pytest.raises(OutputDirRefused):
         output_dir_resolve(run_id=RUN, output_dir=str(root / ".." / "elsewhere"))
 
 
@@ -139,8 +141,6 @@ def test_process_identity() -> None:
 )  # fmt: skip
 def test_manifest_yaml_is_byte_identical_to_pyyaml_dump(model_id: str) -> None:
     import yaml
-
-    from runs.services import manifest_yaml
 
     args: dict[str, Any] = {
         "learning_rate": 2e-5,

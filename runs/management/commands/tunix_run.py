@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from runs.models import RunStatus
+from runs.execution import run_execute
+from runs.models import RunMode, RunStatus
 from runs.schemas import TunixRunRequest
-from runs.selectors import run_directory
 from runs.services import InvalidRunRequest, TunixRuntimeUnavailable, run_start
 
 EXCERPT_LINES = 20
@@ -29,35 +27,20 @@ def _tail(text: str, lines: int = EXCERPT_LINES) -> str:
 class _Progress(threading.Thread):
     """Shows the newest line the trainer printed, while a local run executes (stderr)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
-        self.started = time.time() - 1
+        self.stdout_log = run_dir / "stdout.log"
 
     def run(self) -> None:
-        runs_root: Path | None = None
         bar = tqdm(total=None, desc="running", unit="s", bar_format="{desc} [{elapsed}]")
         try:
             while not self.stop.wait(0.5):
-                line = ""
-                if runs_root is None:
-                    runs_root = self._newest_run_dir(self.started)
-                if runs_root is not None:
-                    line = self._last_line(runs_root / "stdout.log")
+                line = self._last_line(self.stdout_log)
                 bar.set_description_str(f"running: {line[:80]}" if line else "running")
                 bar.refresh()
         finally:
             bar.close()
-
-    @staticmethod
-    def _newest_run_dir(since: float) -> Path | None:
-        """The run directory this launch created (the newest one made since it started)."""
-        root = Path(settings.DATA_DIR) / "runs"
-        try:
-            dirs = [d for d in root.iterdir() if d.is_dir() and d.stat().st_mtime >= since]
-        except OSError:
-            return None
-        return max(dirs, key=lambda d: d.stat().st_mtime) if dirs else None
 
     @staticmethod
     def _last_line(path: Path) -> str:
@@ -109,15 +92,18 @@ class Command(BaseCommand):
             )
             raise CommandError(f"invalid run request: {problems}") from None
 
-        progress = _Progress() if options["local"] and options["verbosity"] >= 1 else None
-        if progress:
-            progress.start()
         try:
-            run = run_start(request=request)
+            started = run_start(request=request)
         except TunixRuntimeUnavailable as exc:
             raise CommandError(str(exc)) from None
         except InvalidRunRequest as exc:
             raise CommandError(f"invalid {exc.field}: {exc}") from None
+        local = started.run.mode == RunMode.LOCAL
+        progress = _Progress(started.directory) if local and options["verbosity"] >= 1 else None
+        if progress:
+            progress.start()
+        try:
+            run = run_execute(started=started)
         finally:
             if progress:
                 progress.stop.set()
@@ -137,7 +123,7 @@ class Command(BaseCommand):
             self.stdout.write(f"--- stdout (last {EXCERPT_LINES} lines) ---\n{_tail(run.stdout)}")
         if run.stderr:
             self.stdout.write(f"--- stderr (last {EXCERPT_LINES} lines) ---\n{_tail(run.stderr)}")
-        if run.mode == "local":
-            self.stdout.write(f"logs: {run_directory(run_id=run.run_id)}")
+        if local:
+            self.stdout.write(f"logs: {started.directory}")
         if run.status != RunStatus.COMPLETED:
             raise CommandError(f"run {run.run_id} ended {run.status}", returncode=1)
