@@ -13,7 +13,7 @@ from ninja.errors import HttpError
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.selectors import dataset_export_lines, dataset_get, traces_export_lines
-from runs import selectors, services
+from runs import execution, manifest, runtime, selectors, services
 from runs.schemas import (
     RunMetricsResponse,
     TunixExportRequest,
@@ -64,7 +64,7 @@ def _valid_key(key: str) -> str:
 
 @router.get("/status", response=TunixStatusResponse, summary="Is the Tunix runtime installed?")
 def tunix_status(request: HttpRequest) -> dict[str, Any]:
-    return services.tunix_status()
+    return runtime.tunix_status()
 
 
 @router.post(
@@ -98,7 +98,7 @@ def sft_manifest(request: HttpRequest, body: TunixManifestRequest) -> Status[dic
     key = _valid_key(body.dataset_key)
     if dataset_get(key=key) is None:
         raise HttpError(404, f"Dataset not found: {key}")
-    text = services.manifest_yaml(
+    text = manifest.manifest_yaml(
         dataset_key=key,
         model_id=body.model_id,
         output_dir=body.output_dir,
@@ -128,7 +128,7 @@ def sft_manifest(request: HttpRequest, body: TunixManifestRequest) -> Status[dic
 )
 def tunix_run(request: HttpRequest, body: TunixRunRequest) -> dict[str, Any]:
     try:
-        run = services.run_start(request=body)
+        run = execution.run_execute(started=services.run_start(request=body))
     except services.TunixRuntimeUnavailable as exc:
         raise HttpError(501, str(exc)) from None
     except services.InvalidRunRequest as exc:
