@@ -19,10 +19,12 @@ from django_htmx.http import push_url
 from django_htmx.middleware import HtmxDetails
 
 from datasets.selectors import dataset_list
+from runs.execution import run_execute
 from runs.forms import HistoryFilterForm, LaunchForm
 from runs.models import RunMode, TunixRun
+from runs.runtime import tunix_status
 from runs.selectors import LOG_STREAMS, run_events, run_get, run_list, run_log_path, run_metrics
-from runs.services import InvalidRunRequest, TunixRuntimeUnavailable, run_start, tunix_status
+from runs.services import InvalidRunRequest, TunixRuntimeUnavailable, run_start
 from tunix_registry.pagination import DEFAULT_LIMIT
 
 HOME_TEMPLATE = "runs/home.html"
@@ -55,7 +57,7 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
     status = 200
     if form.is_valid() and form.run_request is not None:
         try:
-            context["result"] = run_start(request=form.run_request)
+            context["result"] = run_execute(started=run_start(request=form.run_request))
         except TunixRuntimeUnavailable as exc:
             context["runtime_error"] = str(exc)
             status = 501
