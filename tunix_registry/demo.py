@@ -69,6 +69,7 @@ def demo_load() -> DemoResult:
     from datasets.keys import dataset_key_make
     from datasets.selectors import dataset_get
     from datasets.services import dataset_build
+    from runs.execution import run_execute
     from runs.schemas import TunixRunRequest
     from runs.services import run_start
     from traces.schemas import trace_payload_validate
@@ -89,9 +90,10 @@ def demo_load() -> DemoResult:
         seed=42,
         limit=8,
     )
-    run = run_start(
+    started = run_start(
         request=TunixRunRequest(dataset_key=arithmetic.key, model_id="tiny-qwen3", dry_run=True)
     )
+    run = run_execute(started=started)
     return DemoResult(
         loaded=True,
         traces=len(created),
