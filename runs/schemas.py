@@ -6,24 +6,28 @@ ignored (pydantic's default), as the original did.
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from ninja import Field, Schema
 
+from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Text
 from tunix_registry.pagination import PaginationOut
 
 
 class TunixRunRequest(Schema):
     """Body of POST /api/tunix/run; also what the page form and `tunix_run` build."""
 
-    dataset_key: str = Field(min_length=1, max_length=256)
-    model_id: str = Field(min_length=1, max_length=256)
-    output_dir: str | None = Field(default=None, min_length=1, max_length=512)
-    dry_run: bool = True
-    learning_rate: float = Field(default=2e-5, gt=0, le=1.0)
-    num_epochs: int = Field(default=3, ge=1, le=100)
-    batch_size: int = Field(default=8, ge=1, le=512)
-    max_seq_length: int = Field(default=2048, ge=128, le=32768)
+    dataset_key: Text = Field(
+        min_length=1, max_length=256, json_schema_extra={"pattern": DATASET_KEY_PATTERN}
+    )
+    model_id: Text = Field(min_length=1, max_length=256)
+    output_dir: Text | None = Field(default=None, min_length=1, max_length=512)
+    dry_run: Flag = True
+    learning_rate: Number = Field(default=2e-5, gt=0, le=1.0)
+    num_epochs: Integer = Field(default=3, ge=1, le=100)
+    batch_size: Integer = Field(default=8, ge=1, le=512)
+    max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
 
 
 class RunMetricsSummaryOut(Schema):
@@ -94,13 +98,15 @@ class TunixStatusResponse(Schema):
 
 
 class TunixManifestRequest(Schema):
-    dataset_key: str = Field(min_length=1, max_length=256)
-    model_id: str = Field(min_length=1, max_length=256)
-    output_dir: str = Field(min_length=1, max_length=512)
-    learning_rate: float = Field(default=2e-5, gt=0, le=1.0)
-    num_epochs: int = Field(default=3, ge=1, le=100)
-    batch_size: int = Field(default=8, ge=1, le=512)
-    max_seq_length: int = Field(default=2048, ge=128, le=32768)
+    dataset_key: Text = Field(
+        min_length=1, max_length=256, json_schema_extra={"pattern": DATASET_KEY_PATTERN}
+    )
+    model_id: Text = Field(min_length=1, max_length=256)
+    output_dir: Text = Field(min_length=1, max_length=512)
+    learning_rate: Number = Field(default=2e-5, gt=0, le=1.0)
+    num_epochs: Integer = Field(default=3, ge=1, le=100)
+    batch_size: Integer = Field(default=8, ge=1, le=512)
+    max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
 
 
 class TunixManifestResponse(Schema):
@@ -112,7 +118,25 @@ class TunixManifestResponse(Schema):
 
 
 class TunixExportRequest(Schema):
-    dataset_key: str | None = Field(default=None, min_length=1, max_length=256)
-    trace_ids: list[str] | None = None
+    # A dataset key, or a non-empty list of trace ids (else 400); the schema says so.
+    model_config = {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": ["dataset_key"], "properties": {"dataset_key": {"type": "string"}}},
+                {
+                    "required": ["trace_ids"],
+                    "properties": {"trace_ids": {"type": "array", "minItems": 1}},
+                },
+            ]
+        }
+    }
+
+    dataset_key: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        json_schema_extra={"pattern": DATASET_KEY_PATTERN},
+    )
+    trace_ids: list[Annotated[Text, Field(json_schema_extra={"format": "uuid"})]] | None = None
     # Accepted and ignored, as in the original.
-    limit: int = Field(default=100, ge=1, le=10000)
+    limit: Integer = Field(default=100, ge=1, le=10000)

@@ -130,8 +130,10 @@ class RegistryAPI(NinjaAPI):
                     codes.append("422")
                 if "requestBody" in operation:
                     codes += ["400", "413"]
+                documented = {str(code) for code in responses}
                 for code in codes:
-                    responses.setdefault(code, _error_response(code))
+                    if code not in documented:
+                        responses[code] = _error_response(code)
         return schema
 
 

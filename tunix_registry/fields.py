@@ -9,8 +9,8 @@ service runs, and the OpenAPI schema says so (`pattern`).
 - `Text`: a string without NUL. Add lengths with `Annotated[Text, Field(...)]`.
 - `JsonObject`: a free-form JSON object (filters, trace `meta`) whose keys and
   nested strings carry no NUL and whose numbers are finite.
-- `Flag` and `Integer`: a JSON boolean or integer and nothing else: `false` is
-  not an integer and `0` is not a boolean.
+- `Flag`, `Integer` and `Number`: a JSON boolean, integer or number and nothing
+  else: `false` is not an integer, `0` is not a boolean, `"1"` is not a number.
 - `documented(...)`: a schema that only documents what a handler enforces itself
   (query ranges answered with their own messages, dataset keys).
 """
@@ -20,7 +20,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, Field, GetJsonSchemaHandler, StrictBool, StrictInt, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
@@ -47,6 +55,7 @@ Text = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
 
 Flag = StrictBool
 Integer = StrictInt
+Number = StrictFloat  # an integer is a number too; a boolean or a string is not
 
 _JsonFloat = Annotated[float, Field(allow_inf_nan=False)]
 
