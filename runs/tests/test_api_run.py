@@ -156,7 +156,7 @@ def test_output_dir_escaping_the_allowed_roots_is_422(client: Client, output_dir
     dataset_with_traces(count=1)
     response = post(client, {"dataset_key": "demo-v1", "model_id": "m", "output_dir": output_dir})
     assert response.status_code == 422
-    assert "output_dir" in response.json()["detail"]
+    assert "output_dir" in str(response.json()["detail"])
     assert TunixRun.objects.count() == 0
 
 
