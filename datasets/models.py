@@ -88,6 +88,12 @@ class DatasetMember(models.Model):
                 fields=["dataset", "position"], name="dataset_member_position_uniq"
             ),
         ]
+        indexes = [
+            # dataset_trace_count (a dry-run's count of the dataset's traces that
+            # still exist): an index-only scan of one dataset's trace ids, each
+            # looked up in the traces' primary key.
+            models.Index(fields=["dataset", "trace"], name="dataset_member_trace_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.dataset_id}#{self.position}"

@@ -65,23 +65,21 @@ def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
     )
 
 
-# PostgreSQL keeps, per dataset, how many members point at a deleted trace
-# (datasets_missing, migration 0004): the count is one row, not a join.
-_PG_EXISTING_COUNT = (
-    "SELECT d.trace_count - coalesce(m.traces, 0) FROM datasets_dataset AS d "
-    "LEFT JOIN datasets_missing AS m ON m.dataset_id = d.id WHERE d.key = %s"
-)
-
-
 def dataset_trace_count(*, key: str) -> int:
-    """How many of the dataset's traces still exist (0 for an unknown dataset)."""
+    """How many of the dataset's traces still exist (0 for an unknown dataset).
+
+    The dataset's id is looked up first and the count filters on it as a
+    value: PostgreSQL then estimates the dataset's size from the membership
+    statistics and joins its members (the (dataset, trace) index, index-only)
+    to the traces' primary key. Joined on the key instead, it plans for an
+    average-sized dataset, which for one much bigger dataset is a hash join
+    over every trace (twice the time on 100,000 traces).
+    """
     dataset_key_validate(key)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_EXISTING_COUNT, [key])
-            row = cursor.fetchone()
-        return int(row[0]) if row else 0
-    return Trace.objects.filter(dataset_memberships__dataset__key=key).count()
+    dataset_id = Dataset.objects.filter(key=key).values_list("pk", flat=True).first()
+    if dataset_id is None:
+        return 0
+    return Trace.objects.filter(dataset_memberships__dataset_id=dataset_id).count()
 
 
 def dataset_trace_ids(*, dataset: Dataset) -> list[str]:
