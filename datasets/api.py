@@ -8,7 +8,7 @@ existing version, relative `manifest_path`, streamed exports.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
@@ -16,12 +16,29 @@ from ninja.errors import HttpError
 
 from datasets import selectors, services
 from datasets.exports import FORMATS
-from datasets.keys import InvalidDatasetKey, dataset_key_validate
+from datasets.keys import KEY_MAX_LENGTH, InvalidDatasetKey, dataset_key_validate
 from datasets.models import Dataset
 from traces.services import iso_z
+from tunix_registry.fields import (
+    DATASET_KEY_PATTERN,
+    DATASET_PART_PATTERN,
+    Integer,
+    JsonObject,
+    PageLimit,
+    PageOffset,
+    Text,
+    documented,
+)
 from tunix_registry.pagination import PaginationOut, check_page, page_of
 
 router = Router(tags=["datasets"])
+
+# A key in the path: checked by dataset_key_validate (its own 422 message); the
+# schema documents the same rule.
+DatasetKeyPath = Annotated[
+    str,
+    documented(minLength=1, maxLength=KEY_MAX_LENGTH, pattern=DATASET_KEY_PATTERN),
+]
 
 NDJSON = "application/x-ndjson"
 # Lines are grouped into chunks of about this many characters before they are sent.
@@ -33,15 +50,26 @@ class ErrorOut(Schema):
 
 
 class DatasetBuildIn(Schema):
-    dataset_name: str = Field(..., min_length=1, max_length=services.NAME_MAX)
-    dataset_version: str = Field(..., min_length=1, max_length=services.VERSION_MAX)
-    filters: dict[str, Any] = Field(default_factory=dict)
-    limit: int = Field(100, ge=1, le=services.LIMIT_MAX)
+    # The pattern of name and version documents what their key (dataset_key_make) accepts.
+    dataset_name: Text = Field(
+        ...,
+        min_length=1,
+        max_length=services.NAME_MAX,
+        json_schema_extra={"pattern": DATASET_PART_PATTERN},
+    )
+    dataset_version: Text = Field(
+        ...,
+        min_length=1,
+        max_length=services.VERSION_MAX,
+        json_schema_extra={"pattern": DATASET_PART_PATTERN},
+    )
+    filters: JsonObject = Field(default_factory=dict)
+    limit: Integer = Field(100, ge=1, le=services.LIMIT_MAX)
     selection_strategy: Literal["latest", "random"] = "latest"
-    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
-    session_id: str | None = Field(None, max_length=services.SESSION_ID_MAX)
-    parent_dataset_id: str | None = Field(None, max_length=services.PARENT_DATASET_ID_MAX)
-    training_run_id: str | None = Field(None, max_length=services.TRAINING_RUN_ID_MAX)
+    seed: Integer | None = Field(None, ge=-(2**63), lt=2**63)
+    session_id: Text | None = Field(None, max_length=services.SESSION_ID_MAX)
+    parent_dataset_id: Text | None = Field(None, max_length=services.PARENT_DATASET_ID_MAX)
+    training_run_id: Text | None = Field(None, max_length=services.TRAINING_RUN_ID_MAX)
 
 
 class DatasetBuildOut(Schema):
@@ -141,7 +169,9 @@ def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[dict[str
 
 
 @router.get("", response={200: DatasetListOut}, summary="List datasets, newest first")
-def dataset_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+def dataset_list(
+    request: HttpRequest, limit: PageLimit = 20, offset: PageOffset = 0
+) -> dict[str, Any]:
     check_page(limit, offset)
     rows = selectors.dataset_list(limit=limit + 1, offset=offset)
     items, pagination = page_of(rows, limit, offset)
@@ -164,7 +194,8 @@ def dataset_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict
 
 
 class ExportQuery(Schema):
-    format: str = "trace"
+    # Checked by the handler (its own 422 message); the schema lists the values.
+    format: str = Field("trace", json_schema_extra={"enum": list(FORMATS)})
 
 
 @router.get(
@@ -173,7 +204,7 @@ class ExportQuery(Schema):
     summary="Export a dataset as NDJSON (trace, tunix_sft or training_example), streamed",
 )
 def dataset_export(
-    request: HttpRequest, dataset_key: str, query: Query[ExportQuery]
+    request: HttpRequest, dataset_key: DatasetKeyPath, query: Query[ExportQuery]
 ) -> StreamingHttpResponse:
     if query.format not in FORMATS:
         raise HttpError(
@@ -192,5 +223,5 @@ def dataset_export(
     response={200: DatasetManifestOut, 404: ErrorOut, 422: ErrorOut},
     summary="A dataset's manifest",
 )
-def dataset_manifest(request: HttpRequest, dataset_key: str) -> dict[str, Any]:
+def dataset_manifest(request: HttpRequest, dataset_key: DatasetKeyPath) -> dict[str, Any]:
     return selectors.dataset_manifest(dataset=_existing(dataset_key))

@@ -33,6 +33,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
 
+from tunix_registry.pagination import MAX_LIMIT, MAX_OFFSET
+
 NO_NUL_PATTERN = r"^[^\x00]*$"
 NO_NUL_MESSAGE = "must not contain NUL (U+0000) characters"
 # A dataset key: letters, digits, "_", "." and "-", never two dots in a row.
@@ -138,3 +140,9 @@ def documented(**json_schema: Any) -> Any:
     dataset keys): the schema then says exactly what the handler accepts.
     """
     return Field(json_schema_extra=json_schema)
+
+
+# Pagination query parameters: checked by pagination.check_page with the
+# original's string messages; the schema documents the same ranges.
+PageLimit = Annotated[int, documented(minimum=1, maximum=MAX_LIMIT)]
+PageOffset = Annotated[int, documented(minimum=0, maximum=MAX_OFFSET)]
