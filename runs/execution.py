@@ -1,10 +1,9 @@
 """Executing a started run: the dry-run validation or the local trainer subprocess.
 
 `run_execute(started=...)` takes what `runs.services.run_start` returned, does the
-run's work and records its outcome with `runs.services.run_finish`. Everything it
-needs is on the run row (its configuration, output directory and run directory),
-so any process can execute a run it was handed, not only the request that
-launched it.
+run's work and records its outcome with `runs.services.run_finish`. It needs only
+the row (configuration, output directory) and the run's directory, not the request
+that launched it, so another process (a worker given the run) can execute it.
 
 The trainer runs as an argument list in its own process group, with a scrubbed
 environment, in the run's directory; its output streams to files there, and the
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 
 from django.conf import settings
@@ -27,7 +25,7 @@ from runs.metrics import METRICS_FILE, metrics_parse
 from runs.models import RunMode, RunStatus, TunixRun
 from runs.outcomes import RunOutcome, log_excerpt, outcome_fields
 from runs.outputs import output_dir_absolute, outputs_root
-from runs.processes import process_group_stop
+from runs.processes import host_name, process_group_stop
 from runs.schemas import TunixRunRequest
 from runs.services import StartedRun, run_finish, run_trainer_record
 
@@ -41,8 +39,9 @@ def run_execute(*, started: StartedRun) -> TunixRun:
 
     Never raises for a failed run: an unexpected error ends it `failed` with an
     internal-error message (details in the log). KeyboardInterrupt and SystemExit
-    are recorded the same way, then let through. The returned run has this
-    execution's outcome even when the database could not record it.
+    are recorded the same way, then let through. The returned run carries this
+    execution's outcome, also when the database could not record it or another
+    process finished the run first (the stored row keeps that one).
     """
     run = started.run
     try:
@@ -196,7 +195,7 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome:
                 stderr=f"Failed to start the trainer: {exc.strerror or type(exc).__name__}",
                 message="Local execution failed: trainer could not be started",
             )
-        run.host, run.pid = socket.gethostname()[:255], process.pid
+        run.host, run.pid = host_name(), process.pid
         if started.recorded:
             run_trainer_record(run_id=run.run_id, host=run.host, pid=run.pid)
         timed_out = False

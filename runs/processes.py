@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 # Seconds between SIGTERM and SIGKILL when a trainer's process group is stopped.
 KILL_GRACE_SECONDS = 3.0
+
+
+def host_name() -> str:
+    """This host's name as a run records it (its host fields hold 255 characters)."""
+    return socket.gethostname()[:255]
 
 
 def _proc_stat(pid: int) -> list[str] | None:

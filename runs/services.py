@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from runs.outcomes import (
     pending_outcome_save,
 )
 from runs.outputs import OutputDirRefused, output_dir_resolve
-from runs.processes import orphans_kill, process_alive, process_fingerprint
+from runs.processes import host_name, orphans_kill, process_alive, process_fingerprint
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE, tunix_runtime_available
 from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory
@@ -70,18 +69,14 @@ class InvalidRunRequest(ValueError):
 class StartedRun:
     """A run that is `running` and must now be executed, and where it works.
 
-    `recorded` is False when the database could not store the row: the run is still
-    executed and its outcome returned to the caller, but there is no row to write
-    its trainer or its outcome to.
+    `runs.execution.run_execute` takes one. `recorded` is False when the database
+    could not store the row: the run is still executed and its outcome returned to
+    the caller, but there is no row to write its trainer or its outcome to.
     """
 
     run: TunixRun
     directory: Path
     recorded: bool
-
-
-def _host() -> str:
-    return socket.gethostname()[:255]
 
 
 def _limit_lock_wait() -> None:
@@ -135,7 +130,7 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
         created_at=now,
         output_dir=output_dir,
         config=request.model_dump(mode="json"),
-        supervisor_host=_host(),
+        supervisor_host=host_name(),
         supervisor_pid=pid,
         supervisor_fingerprint=process_fingerprint(pid),
     )
@@ -221,7 +216,7 @@ def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> 
     Other hosts' runs are left alone: their processes cannot be checked from here.
     """
     now = now or timezone.now()
-    host = _host()
+    host = host_name()
     gone = set(hosts_gone) - {host}
     reaped: list[uuid.UUID] = []
     running = TunixRun.objects.filter(status=RunStatus.RUNNING).defer("stdout", "stderr")
