@@ -3,13 +3,13 @@
 Paths, fields, status codes and messages follow REFERENCE §4. Request bodies
 are read here (bounded, see `_read_body`) and validated by `traces.schemas`,
 the same schema the upload page and `import_traces` use. The hot handlers
-return ready JSON (`_json`) instead of re-validating their output through a
-response model; the declared response schemas document the same shapes.
+return ready JSON (`tunix_registry.rendering`, the API's one encoder) instead
+of re-validating their output through a response model; the declared response
+schemas document the same shapes.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -32,12 +32,11 @@ from traces.schemas import (
     trace_payload_validate_json,
 )
 from traces.services import iso_z
+from tunix_registry.fields import PageLimit, PageOffset
 from tunix_registry.pagination import PaginationOut, check_page, page_of
+from tunix_registry.rendering import json_bytes, json_response, json_text, raw_json_response
 
 router = Router(tags=["traces"])
-
-_READ_CHUNK = 64 * 1024
-JSON = "application/json"
 
 
 class ErrorOut(Schema):
@@ -95,47 +94,17 @@ class ScoreRequest(BaseModel):
     criteria: Literal["baseline"] = "baseline"
 
 
-def _dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _json(body: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(_dumps(body), status=status, content_type=JSON)
-
-
 def _read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """The request body, refused with 413 once it exceeds `limit` bytes.
+    """The request body, refused with 413 when its length exceeds `limit` bytes.
 
-    With a Content-Length the header is checked before anything is read (and
-    Django reads exactly that many bytes). Without one (chunked transfer
-    encoding: gunicorn de-chunks into wsgi.input) Django would see an empty
-    body, so the WSGI stream is read here, never more than `limit + 1` bytes.
+    The header is checked before anything is read. A chunked body arrives here
+    already read and with its length set (tunix_registry.middleware.ApiMiddleware,
+    bounded by the API-wide limit), so this one check covers both.
     """
-    raw_length = request.META.get("CONTENT_LENGTH") or ""
-    if raw_length.strip():
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise HttpError(400, "Invalid Content-Length header") from None
-        if length < 0:
-            raise HttpError(400, "Invalid Content-Length header")
-        if length > limit:
-            raise HttpError(413, f"Payload size exceeds maximum of {limit} bytes")
-        return request.body
-    if "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return b""
-    stream = request.META["wsgi.input"]
-    parts: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-    if size > limit:
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > limit:
         raise HttpError(413, f"Payload size exceeds maximum of {limit} bytes")
-    return b"".join(parts)
+    return request.body
 
 
 _MISSING_BODY = [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
@@ -168,7 +137,13 @@ _BATCH_BODY = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "array", "items": reasoning_trace_json_schema()}
+                # An empty or longer batch is a 400 with its own message.
+                "schema": {
+                    "type": "array",
+                    "items": reasoning_trace_json_schema(),
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH,
+                }
             }
         },
     }
@@ -188,7 +163,7 @@ def trace_create(request: HttpRequest) -> HttpResponse:
     except TraceInvalid as exc:
         raise ValidationError(exc.with_loc_prefix("body")) from None
     trace = services.trace_create(payload=payload)
-    return _json(_summary(trace.id, trace.created_at, trace.trace_version), 201)
+    return json_response(_summary(trace.id, trace.created_at, trace.trace_version), 201)
 
 
 @router.post(
@@ -208,7 +183,7 @@ def trace_create_batch(request: HttpRequest) -> HttpResponse:
     if len(payloads) > MAX_BATCH:
         raise HttpError(400, f"Batch size ({len(payloads)}) exceeds maximum ({MAX_BATCH})")
     rows = services.trace_create_batch(payloads=payloads)
-    return _json(
+    return json_response(
         {
             "created_count": len(rows),
             "traces": [_summary(t.id, t.created_at, t.trace_version) for t in rows],
@@ -225,13 +200,13 @@ def trace_list_body(*, limit: int, offset: int) -> bytes:
     """
     rows = selectors.trace_summary_page(limit=limit, offset=offset)
     items, pagination = page_of(rows, limit, offset)
-    return _dumps({"data": items, "pagination": pagination})
+    return json_bytes({"data": items, "pagination": pagination})
 
 
 @router.get("", response={200: TraceListOut}, summary="List traces, newest first")
-def trace_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> HttpResponse:
+def trace_list(request: HttpRequest, limit: PageLimit = 20, offset: PageOffset = 0) -> HttpResponse:
     check_page(limit, offset)
-    return HttpResponse(trace_list_body(limit=limit, offset=offset), content_type=JSON)
+    return raw_json_response(trace_list_body(limit=limit, offset=offset))
 
 
 def _with_score(trace: Trace) -> dict[str, Any]:
@@ -256,7 +231,7 @@ def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> Ht
     other_trace = base_trace if other == base else selectors.trace_get(trace_id=other)
     if other_trace is None:
         raise _not_found(other, "Other trace")
-    return _json({"base": _with_score(base_trace), "other": _with_score(other_trace)})
+    return json_response({"base": _with_score(base_trace), "other": _with_score(other_trace)})
 
 
 def trace_detail_body(*, trace_id: uuid.UUID) -> bytes | None:
@@ -266,7 +241,7 @@ def trace_detail_body(*, trace_id: uuid.UUID) -> bytes | None:
         return None
     summary, payload = found
     # The stored JSON text is spliced in as is: no parse and re-serialise.
-    head = json.dumps(summary, separators=(",", ":"))
+    head = json_text(summary)
     return (head[:-1] + ',"payload":' + payload + "}").encode()
 
 
@@ -275,7 +250,7 @@ def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
     body = trace_detail_body(trace_id=trace_id)
     if body is None:
         raise _not_found(trace_id)
-    return HttpResponse(body, content_type=JSON)
+    return raw_json_response(body)
 
 
 @router.post(
@@ -301,4 +276,6 @@ def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
         score = services.trace_score(trace_id=trace_id, criteria=criteria)
     except Trace.DoesNotExist:
         raise _not_found(trace_id) from None
-    return _json({"trace_id": str(trace_id), "score": score.score, "details": score.details}, 201)
+    return json_response(
+        {"trace_id": str(trace_id), "score": score.score, "details": score.details}, 201
+    )

@@ -23,6 +23,8 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 # pydantic needs typing_extensions' TypedDict on Python < 3.12.
 from typing_extensions import TypedDict
 
+from tunix_registry.fields import JSON_OBJECT_SCHEMA, NO_NUL_PATTERN
+
 MAX_BATCH = 1000
 NO_NUL = "must not contain NUL (U+0000) characters"
 
@@ -209,4 +211,19 @@ def reasoning_trace_json_schema() -> dict[str, Any]:
         return node
 
     result: dict[str, Any] = inline(schema)
+    # Say what validation enforces beyond the types: no NUL in any string
+    # (tunix_registry.fields), and `meta` is a JSON object of the same kind.
+    _document_no_nul(result)
+    result["properties"]["meta"] = {"anyOf": [JSON_OBJECT_SCHEMA, {"type": "null"}]}
     return result
+
+
+def _document_no_nul(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            node["pattern"] = NO_NUL_PATTERN
+        for value in node.values():
+            _document_no_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _document_no_nul(value)

@@ -34,7 +34,7 @@ from ninja.openapi.schema import OpenAPISchema
 from datasets.api import router as datasets_router
 from runs.api import router as runs_router
 from traces.api import router as traces_router
-from tunix_registry.fields import NO_NUL_MESSAGE, NO_NUL_PATTERN
+from tunix_registry.fields import JSON_VALUE_COMPONENT, NO_NUL_MESSAGE, NO_NUL_PATTERN
 from tunix_registry.rendering import ApiRenderer
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class RegistryAPI(NinjaAPI):
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("Error", _ERROR_SCHEMA)
         components.setdefault("ValidationError", _VALIDATION_ERROR_SCHEMA)
+        components.setdefault("JsonValue", JSON_VALUE_COMPONENT)
         for methods in schema.get("paths", {}).values():
             for operation in methods.values():
                 responses = operation.setdefault("responses", {})

@@ -146,3 +146,15 @@ def documented(**json_schema: Any) -> Any:
 # original's string messages; the schema documents the same ranges.
 PageLimit = Annotated[int, documented(minimum=1, maximum=MAX_LIMIT)]
 PageOffset = Annotated[int, documented(minimum=0, maximum=MAX_OFFSET)]
+
+
+# The OpenAPI schema of a `JsonObject`, for request bodies documented by hand
+# (the API always publishes the "JsonValue" component it refers to).
+JSON_VALUE_COMPONENT = TypeAdapter(JsonValue).json_schema(
+    ref_template="#/components/schemas/{model}"
+)["$defs"]["JsonValue"]
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL_PATTERN},
+    "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,7 +173,10 @@ def test_openapi_documents_the_trace_body(client: Client) -> None:
     post = spec["paths"]["/api/traces"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"trace_version", "prompt", "final_answer", "steps"}
-    assert "$ref" not in json.dumps(schema)  # step schema inlined, not a dangling $defs ref
+    text = json.dumps(schema)
+    assert "#/$defs/" not in text  # step schema inlined, not a dangling $defs ref
+    refs = re.findall(r'"#/components/schemas/([^"]+)"', text)
+    assert refs and all(ref in spec["components"]["schemas"] for ref in refs)  # meta's JsonValue
     assert "/api/traces/compare" in spec["paths"]
 
 
