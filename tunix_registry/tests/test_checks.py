@@ -89,3 +89,50 @@ def test_the_check_is_registered_as_a_deployment_check() -> None:
     assert static_manifest_check not in checks.registry.registry.get_checks(
         include_deployment_checks=False
     )
+
+
+def test_gunicorn_refuses_to_start_without_collected_files(tmp_path: Path) -> None:
+    """The production settings and gunicorn config, with an empty STATIC_ROOT: no server."""
+    import os
+    import socket
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "no_static_settings.py").write_text(
+        "from tunix_registry.settings import *  # noqa: F403\n"
+        f"STATIC_ROOT = {str(tmp_path / 'staticfiles')!r}\n"
+    )
+    (tmp_path / "staticfiles").mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}",
+        "DJANGO_SETTINGS_MODULE": "no_static_settings",
+        "DJANGO_SECRET_KEY": "only-for-this-test",
+        "TUNIX_REGISTRY_DATA_DIR": str(tmp_path / "data"),
+        "WEB_CONCURRENCY": "1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "tunix_registry.wsgi:application",
+            "--config",
+            "python:tunix_registry.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "collectstatic" in result.stderr
+    assert "Worker failed to boot" in result.stderr
