@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
@@ -24,7 +23,9 @@ from runs.schemas import (
     TunixRunResponse,
     TunixStatusResponse,
 )
+from tunix_registry.fields import PageLimit, PageOffset, Text
 from tunix_registry.pagination import check_page
+from tunix_registry.rendering import json_bytes, raw_json_response
 
 router = Router(tags=["runs"])
 
@@ -36,23 +37,13 @@ class ErrorOut(Schema):
 
 
 class RunListQuery(Schema):
-    limit: int = 20
-    offset: int = 0
-    status: str | None = None
-    dataset_key: str | None = None
-    mode: str | None = None
-    cursor: str | None = None
-
-
-JSON = "application/json; charset=utf-8"
-
-
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, default=str, ensure_ascii=False).encode()
-
-
-def _json(data: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(_dumps(data), status=status, content_type=JSON)
+    limit: PageLimit = 20
+    offset: PageOffset = 0
+    # Filters: an unknown value matches nothing; longer values could not match.
+    status: Text | None = Field(None, max_length=64)
+    dataset_key: Text | None = Field(None, max_length=256)
+    mode: Text | None = Field(None, max_length=64)
+    cursor: Text | None = Field(None, max_length=512)
 
 
 def _valid_key(key: str) -> str:
@@ -158,7 +149,7 @@ def run_list_body(
         offset=offset,
         cursor=cursor,
     )
-    return _dumps({"data": page.items, "pagination": page.pagination})
+    return json_bytes({"data": page.items, "pagination": page.pagination})
 
 
 @router.get(
@@ -179,7 +170,7 @@ def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
         )
     except selectors.InvalidCursor as exc:
         raise HttpError(422, str(exc)) from None
-    return HttpResponse(body, content_type=JSON)
+    return raw_json_response(body)
 
 
 def _run_not_found(run_id: uuid.UUID) -> HttpError:
@@ -201,7 +192,7 @@ def run_detail_body(*, run_id: uuid.UUID) -> bytes | None:
     else:
         run = selectors.run_get(run_id=run_id)
         values = None if run is None else services.run_response(run)
-    return None if values is None else _dumps(values)
+    return None if values is None else json_bytes(values)
 
 
 @router.get(
@@ -213,7 +204,7 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     body = run_detail_body(run_id=run_id)
     if body is None:
         raise _run_not_found(run_id)
-    return HttpResponse(body, content_type=JSON)
+    return raw_json_response(body)
 
 
 @router.get(
