@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
 # pydantic needs typing_extensions' TypedDict on Python < 3.12.
 from typing_extensions import TypedDict
 
-from tunix_registry.fields import JSON_OBJECT_SCHEMA, NO_NUL_PATTERN
+from tunix_registry.fields import JSON_OBJECT_SCHEMA, NO_NUL_PATTERN, Integer
 
 MAX_BATCH = 1000
 NO_NUL = "must not contain NUL (U+0000) characters"
@@ -76,7 +76,7 @@ def _build(checked: bool) -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
     """The trace schema, with (`checked`) or without the Python-side storability checks."""
 
     class TraceStep(TypedDict):
-        i: Annotated[int, Field(ge=0)]
+        i: Annotated[Integer, Field(ge=0)]  # `false` is not an index
         type: _text(1, 64, checked=checked)  # type: ignore[valid-type]
         content: _text(1, 20_000, checked=checked)  # type: ignore[valid-type]
 

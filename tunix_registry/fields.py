@@ -22,15 +22,15 @@ from typing import Annotated, Any, Union
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     GetJsonSchemaHandler,
     StrictBool,
     StrictFloat,
-    StrictInt,
     TypeAdapter,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from tunix_registry.pagination import MAX_LIMIT, MAX_OFFSET
@@ -55,8 +55,16 @@ def text_check(value: str) -> str:
 # NO_NUL_MESSAGE (tunix_registry.api).
 Text = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
 
+
+def _not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
 Flag = StrictBool
-Integer = StrictInt
+# JSON Schema counts 3.0 as an integer, so it is one here too; `true` and "3" are not.
+Integer = Annotated[int, BeforeValidator(_not_bool_or_text)]
 Number = StrictFloat  # an integer is a number too; a boolean or a string is not
 
 _JsonFloat = Annotated[float, Field(allow_inf_nan=False)]

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Fuzz every operation of the live API with schemathesis.
+#   scripts/fuzz.sh [DATABASE_URL]
+# Starts gunicorn (the production config) on a free loopback port against the
+# given database (the embedded SQLite in a throwaway data directory when none
+# is given), migrates, loads the demo so reads find data, runs schemathesis
+# over /api/openapi.json with a fixed seed and stops the server again.
+# Local runs cannot start: the Tunix runtime module is one that does not exist
+# (a local run is a 501) and the trainer command is `false` besides.
+# Extra arguments go to `st run` (e.g. --max-examples 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.venv/bin
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/tunix-fuzz.XXXXXX")"
+server=""
+stop() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap stop EXIT
+
+export DJANGO_SETTINGS_MODULE=tunix_registry.settings_test
+export TUNIX_REGISTRY_DATA_DIR="$work/data"
+export TUNIX_RUNTIME_MODULE=tunix_registry_fuzz_has_no_runtime
+export TUNIX_TRAINER_COMMAND=false
+if [ -n "${1:-}" ]; then export DATABASE_URL="$1"; shift; else unset DATABASE_URL; fi
+
+$bin/python manage.py migrate --verbosity 0
+$bin/python manage.py load_demo
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+$bin/gunicorn tunix_registry.wsgi:application --config python:tunix_registry.gunicorn_conf \
+  --bind "127.0.0.1:$port" --workers 2 --threads 4 >"$work/gunicorn.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do
+  if curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server" 2>/dev/null; then cat "$work/gunicorn.log" >&2; exit 1; fi
+  sleep 0.2
+done
+
+status=0
+PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks $bin/st run "http://127.0.0.1:$port/api/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
+  --seed 20261202 --generation-database none \
+  --config-file scripts/schemathesis.toml --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
+  --report-dir "$work/report" --no-color "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "---- server log (errors) ----" >&2
+  grep -E 'ERROR|Traceback' -A20 "$work/gunicorn.log" | tail -n 200 >&2 || true
+fi
+exit "$status"
