@@ -61,8 +61,8 @@ class DatasetMember(models.Model):
     The trace reference is a foreign key WITHOUT a database constraint and with
     DO_NOTHING on delete: deleting a trace leaves the membership in place, so a
     dataset never changes after its build, and exports (which join to the trace
-    table) simply skip traces that no longer exist. `sft_line` keeps the
-    trace's `tunix_sft` record as rendered at build time.
+    table) simply skip traces that no longer exist. `sft_line` and `trace_line`
+    keep the trace's `tunix_sft` and `trace` records as rendered at build time.
     """
 
     # Indexed by the (dataset, position) constraint below; no separate index.
@@ -76,9 +76,11 @@ class DatasetMember(models.Model):
         db_constraint=False,
         related_name="dataset_memberships",
     )
-    # The trace's `tunix_sft` export line, rendered once at build time (datasets
-    # and traces never change), so the training export streams stored text.
+    # The trace's `tunix_sft` and `trace` export lines, rendered once at build
+    # time (datasets and traces never change,
+    # docs/decisions.md#immutable-resources), so those exports stream stored text.
     sft_line = models.TextField(blank=True, default="")
+    trace_line = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [

@@ -4,50 +4,41 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from django.db import connection
-from django.db.models import CharField, Exists, OuterRef, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import Exists, OuterRef, QuerySet
 
 from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
 from datasets.models import Dataset, DatasetMember
 from traces.models import Trace
-from traces.services import iso_z
+from tunix_registry.timestamps import utc_iso
 
-# Rows fetched per round trip while streaming an export.
+# Members read per query while streaming an export: one range of positions,
+# read by the (dataset, position) index, each trace found by its primary key.
 EXPORT_CHUNK_SIZE = 1000
-_EXPORT_COLUMNS = ("id_text", "created_iso", "trace_version", "payload")
 DATASET_SCHEMA_VERSION = "1.0"
 
-# The database writes the id and the timestamp as the exports print them (the
-# hyphenated UUID; Python's isoformat() of the UTC time, microseconds left out
-# when zero), which saves parsing both into objects and formatting them again.
-_T = '"traces_trace"'
-_POSTGRES_TEXT = (
-    f'{_T}."id"::text',
-    f"to_char({_T}.\"created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-    f'CASE WHEN mod(EXTRACT(MICROSECONDS FROM {_T}."created_at")::bigint, 1000000) = 0 '
-    f"THEN '' ELSE to_char({_T}.\"created_at\" AT TIME ZONE 'UTC', '.US') END || '+00:00'",
-)
-# SQLite: Django stores UUIDs as 32 hex digits and datetimes as UTC text
-# "YYYY-MM-DD HH:MM:SS[.ffffff]".
-_SQLITE_TEXT = (
-    f"lower(substr({_T}.\"id\", 1, 8) || '-' || substr({_T}.\"id\", 9, 4) || '-' || "
-    f"substr({_T}.\"id\", 13, 4) || '-' || substr({_T}.\"id\", 17, 4) || '-' || "
-    f'substr({_T}."id", 21))',
-    f"replace({_T}.\"created_at\", ' ', 'T') || '+00:00'",
-)
+# A trace's columns as the export renderers take them.
+ExportRow = tuple[str, str, str, dict[str, Any]]
 
 
-def export_rows(queryset: QuerySet[Trace]) -> QuerySet[Trace, tuple[Any, ...]]:
-    """(id text, created_at ISO text, trace_version, payload) rows of `queryset`."""
-    id_sql, created_sql = _POSTGRES_TEXT if connection.vendor == "postgresql" else _SQLITE_TEXT
-    return queryset.annotate(
-        id_text=RawSQL(id_sql, (), output_field=CharField()),  # noqa: S611 - constant SQL
-        created_iso=RawSQL(created_sql, (), output_field=CharField()),  # noqa: S611
-    ).values_list(*_EXPORT_COLUMNS)
+def export_row(
+    trace_id: uuid.UUID, created_at: datetime, trace_version: str, payload: dict[str, Any]
+) -> ExportRow:
+    """(id, created_at, trace_version, payload) with the id and the time as exports print them.
+
+    The id hyphenated; created_at as `isoformat()` of the UTC time, ending in
+    "+00:00" (the export records' own format, unlike the API's "Z").
+    """
+    return str(trace_id), utc_iso(created_at, suffix="+00:00"), trace_version, payload
+
+
+def trace_export_rows(queryset: QuerySet[Trace]) -> Iterator[ExportRow]:
+    """The export rows of `queryset`, in its order (only the four columns are read)."""
+    for row in queryset.values_list("id", "created_at", "trace_version", "payload"):
+        yield export_row(*row)
 
 
 def dataset_get(*, key: str) -> Dataset | None:
@@ -115,7 +106,7 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
     """The §3.6 manifest of a dataset, rendered from the database."""
     if trace_ids is None:
         trace_ids = dataset_trace_ids(dataset=dataset)
-    created_at = iso_z(dataset.created_at)
+    created_at = utc_iso(dataset.created_at)
     return {
         "dataset_key": dataset.key,
         "build_id": str(dataset.build_id),
@@ -135,37 +126,57 @@ def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) ->
     }
 
 
-def _dataset_rows_between_qs(
-    dataset: Dataset, start: int, stop: int
-) -> QuerySet[Trace, tuple[Any, ...]]:
-    return export_rows(
-        Trace.objects.filter(
-            dataset_memberships__dataset_id=dataset.pk,
-            dataset_memberships__position__gte=start,
-            dataset_memberships__position__lt=stop,
-        ).order_by("dataset_memberships__position")
+def _members(dataset: Dataset) -> QuerySet[DatasetMember]:
+    """The dataset's members whose trace still exists, in position order."""
+    existing = Trace.objects.filter(pk=OuterRef("trace_id"))
+    return DatasetMember.objects.filter(Exists(existing), dataset_id=dataset.pk).order_by(
+        "position"
     )
 
 
-def _dataset_rows_between(dataset: Dataset, start: int, stop: int) -> list[tuple[Any, ...]]:
-    """Existing traces at positions start..stop-1, in position order (one indexed range scan)."""
-    return list(_dataset_rows_between_qs(dataset, start, stop))
+def _positions(dataset: Dataset, chunk: int) -> Iterator[tuple[int, int]]:
+    """Ranges [start, stop) over the positions, 0..trace_count-1 (written by dataset_build)."""
+    for start in range(0, dataset.trace_count, chunk):
+        yield start, start + chunk
 
 
-def _stored_sft_lines(dataset: Dataset, size: int, chunk: int) -> Iterator[str]:
-    """The tunix_sft lines stored at build time, for members whose trace still exists."""
-    existing = Trace.objects.filter(pk=OuterRef("trace_id"))
-    for start in range(0, size, chunk):
-        yield from (
-            DatasetMember.objects.filter(
-                Exists(existing),
-                dataset_id=dataset.pk,
-                position__gte=start,
-                position__lt=start + chunk,
-            )
-            .order_by("position")
-            .values_list("sft_line", flat=True)
-        )
+def stored_lines_between(
+    dataset: Dataset, column: str, start: int, stop: int
+) -> QuerySet[DatasetMember, str]:
+    """The lines stored in `column` at positions start..stop-1 whose trace still exists.
+
+    The plan is a range scan of the (dataset, position) index with one probe
+    of the traces' primary key per member (an index-only nested loop).
+    """
+    return (
+        _members(dataset)
+        .filter(position__gte=start, position__lt=stop)
+        .values_list(column, flat=True)
+    )
+
+
+def _stored_lines(dataset: Dataset, column: str, chunk: int) -> Iterator[str]:
+    for start, stop in _positions(dataset, chunk):
+        yield from stored_lines_between(dataset, column, start, stop)
+
+
+def _rendered_lines(dataset: Dataset, fmt: str, chunk: int) -> Iterator[str]:
+    """Lines rendered from the traces now (for formats not stored at build time)."""
+    render = RENDERERS[fmt]
+    for start, stop in _positions(dataset, chunk):
+        rows = DatasetMember.objects.filter(
+            dataset_id=dataset.pk, position__gte=start, position__lt=stop
+        ).order_by("position")
+        # The inner join to traces skips members whose trace is gone.
+        for row in rows.values_list(
+            "trace_id", "trace__created_at", "trace__trace_version", "trace__payload"
+        ):
+            yield render(*export_row(*row), dataset.key)
+
+
+# Formats whose line is rendered once, at build time, and stored on the member
+# (a dataset and its traces never change: docs/decisions.md#immutable-resources).
+STORED_LINE_COLUMNS = {"trace": "trace_line", "tunix_sft": "sft_line"}
 
 
 def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
@@ -173,29 +184,20 @@ def dataset_export_lines(*, key: str, fmt: str = "trace") -> Iterator[str]:
 
     Streamed: positions are read in ranges of EXPORT_CHUNK_SIZE (ordinary indexed
     queries, no server-side cursor), so memory stays flat for any size.
-    Membership order; traces deleted since the build are skipped. Raises at call
-    time (not on first iteration): ValueError for an unknown format,
-    InvalidDatasetKey for an invalid key, LookupError for an unknown dataset.
+    Membership order; traces deleted since the build are skipped. The `trace`
+    and `tunix_sft` lines were rendered when the dataset was built and are read
+    as stored text; `training_example` lines are rendered from the traces.
+    Raises at call time (not on first iteration): ValueError for an unknown
+    format, InvalidDatasetKey for an invalid key, LookupError for an unknown dataset.
     """
-    render = RENDERERS[check_format(fmt)]
+    check_format(fmt)
     dataset = dataset_get(key=key)
     if dataset is None:
         raise LookupError(f"Dataset not found: {key}")
-    # Positions are 0..trace_count-1, written once by dataset_build.
-    size = dataset.trace_count
-    chunk = EXPORT_CHUNK_SIZE
-
-    if fmt == "tunix_sft":
-        return _stored_sft_lines(dataset, size, chunk)
-
-    def lines() -> Iterator[str]:
-        for start in range(0, size, chunk):
-            for trace_id, created_at, version, payload in _dataset_rows_between(
-                dataset, start, start + chunk
-            ):
-                yield render(trace_id, created_at, version, payload, key)
-
-    return lines()
+    column = STORED_LINE_COLUMNS.get(fmt)
+    if column is not None:
+        return _stored_lines(dataset, column, EXPORT_CHUNK_SIZE)
+    return _rendered_lines(dataset, fmt, EXPORT_CHUNK_SIZE)
 
 
 def traces_export_lines(*, trace_ids: Sequence[uuid.UUID], fmt: str = "tunix_sft") -> Iterator[str]:
@@ -209,11 +211,12 @@ def traces_export_lines(*, trace_ids: Sequence[uuid.UUID], fmt: str = "tunix_sft
     def lines() -> Iterator[str]:
         for start in range(0, len(ids), EXPORT_CHUNK_SIZE):
             chunk = ids[start : start + EXPORT_CHUNK_SIZE]
-            rows = export_rows(Trace.objects.filter(id__in=set(chunk)))
-            found = {row[0]: row for row in rows}
+            found = {
+                row[0]: row for row in trace_export_rows(Trace.objects.filter(id__in=set(chunk)))
+            }
             for trace_id in chunk:
                 row = found.get(str(trace_id))
                 if row is not None:
-                    yield render(row[0], row[1], row[2], row[3], "")
+                    yield render(*row, "")
 
     return lines()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from datasets import selectors
 from datasets.models import Dataset, DatasetMember
@@ -69,49 +67,3 @@ def test_the_count_is_the_dataset_id_then_one_count(django_assert_num_queries: o
     dataset_build(name="q", version="v1", limit=3)
     with django_assert_num_queries(2):  # type: ignore[operator]
         assert selectors.dataset_trace_count(key="q-v1") == 3
-
-
-def _objects(kind: str, name: str) -> bool:
-    queries = {
-        "table": "SELECT count(*) FROM pg_class WHERE relname = %s",
-        "trigger": "SELECT count(*) FROM pg_trigger WHERE tgname = %s",
-        "index": "SELECT count(*) FROM pg_indexes WHERE indexname = %s",
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(queries[kind], [name])
-        return bool(cursor.fetchone()[0])
-
-
-@pytest.mark.postgres_only
-@pytest.mark.django_db(transaction=True)
-def test_migration_drops_the_trigger_kept_counts_and_backwards_recreates_them() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("the trigger-kept counts existed on PostgreSQL only")
-    before = [("datasets", "0004_missing_trace_counts")]
-    after = [("datasets", "0005_drop_missing_trace_counts")]
-    TraceFactory.create_batch(4)
-    dataset = dataset_build(name="m", version="v1", limit=4)
-    gone = dataset.members.get(position=0).trace_id
-    Trace.objects.filter(id=gone).delete()
-    try:
-        executor = MigrationExecutor(connection)
-        executor.migrate(before)
-        assert _objects("table", "datasets_missing")
-        assert _objects("trigger", "datasets_missing_on_trace_delete")
-        assert not _objects("index", "dataset_member_trace_idx")
-        # Backwards fills the table from the rows as they are: one member's trace is gone.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT traces FROM datasets_missing WHERE dataset_id = %s", [dataset.pk]
-            )
-            assert cursor.fetchone() == (1,)
-        executor = MigrationExecutor(connection)
-        executor.migrate(after)
-        assert not _objects("table", "datasets_missing")
-        assert not _objects("trigger", "datasets_missing_on_trace_delete")
-        assert _objects("index", "dataset_member_trace_idx")
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.loader.build_graph()
-        executor.migrate(executor.loader.graph.leaf_nodes())
-    assert selectors.dataset_trace_count(key="m-v1") == 3
