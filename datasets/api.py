@@ -1,8 +1,11 @@
 """JSON API of the datasets app (mounted at /api/datasets by tunix_registry.api).
 
-Paths, fields, status codes and messages follow REFERENCE §5 with the fixes of
-issue 4: keys validated on every entry (422 naming the field), 409 for an
-existing version, relative `manifest_path`, streamed exports.
+Paths, fields and status codes are those of the original Tunix RT API. Keys
+are validated wherever they enter (422 naming the field), building an existing
+version is a 409 (docs/decisions.md#immutable-resources), `manifest_path` is
+relative to the data directory, exports are streamed. Each response body is
+produced by its declared schema from the model (or, for the manifest, from the
+manifest selector that also writes manifest.json).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from datasets import selectors, services
 from datasets.exports import FORMATS
 from datasets.keys import KEY_MAX_LENGTH, InvalidDatasetKey, dataset_key_validate
 from datasets.models import Dataset
-from traces.services import iso_z
 from tunix_registry.fields import (
     DATASET_KEY_PATTERN,
     DATASET_PART_PATTERN,
@@ -30,6 +32,7 @@ from tunix_registry.fields import (
     documented,
 )
 from tunix_registry.pagination import PaginationOut, check_page, page_of
+from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["datasets"])
 
@@ -73,13 +76,25 @@ class DatasetBuildIn(Schema):
 
 
 class DatasetBuildOut(Schema):
+    """What a build answers, from the built `Dataset`."""
+
     dataset_key: str
     build_id: uuid.UUID
     trace_count: int
     manifest_path: str
 
+    @staticmethod
+    def resolve_dataset_key(obj: Dataset) -> str:
+        return obj.key
+
+    @staticmethod
+    def resolve_manifest_path(obj: Dataset) -> str:
+        return services.manifest_relative_path(obj.key)
+
 
 class DatasetSummaryOut(Schema):
+    """A dataset in the list, from a `Dataset` (created_at in UTC ending in Z)."""
+
     dataset_key: str
     build_id: uuid.UUID
     dataset_name: str
@@ -88,6 +103,22 @@ class DatasetSummaryOut(Schema):
     selection_strategy: str
     seed: int | None
     trace_count: int
+
+    @staticmethod
+    def resolve_dataset_key(obj: Dataset) -> str:
+        return obj.key
+
+    @staticmethod
+    def resolve_dataset_name(obj: Dataset) -> str:
+        return obj.name
+
+    @staticmethod
+    def resolve_dataset_version(obj: Dataset) -> str:
+        return obj.version
+
+    @staticmethod
+    def resolve_created_at(obj: Dataset) -> str:
+        return utc_iso(obj.created_at)
 
 
 class DatasetListOut(Schema):
@@ -140,7 +171,7 @@ def _existing(key: str) -> Dataset:
     response={201: DatasetBuildOut, 409: ErrorOut, 422: ErrorOut},
     summary="Build an immutable dataset version from traces",
 )
-def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[dict[str, Any]]:
+def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]:
     try:
         dataset = services.dataset_build(
             name=body.dataset_name,
@@ -157,15 +188,7 @@ def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[dict[str
         raise HttpError(409, str(exc)) from None
     except ValueError as exc:  # InvalidDatasetKey included
         raise HttpError(422, str(exc)) from None
-    return Status(
-        201,
-        {
-            "dataset_key": dataset.key,
-            "build_id": dataset.build_id,
-            "trace_count": dataset.trace_count,
-            "manifest_path": services.manifest_relative_path(dataset.key),
-        },
-    )
+    return Status(201, dataset)
 
 
 @router.get("", response={200: DatasetListOut}, summary="List datasets, newest first")
@@ -175,22 +198,7 @@ def dataset_list(
     check_page(limit, offset)
     rows = selectors.dataset_list(limit=limit + 1, offset=offset)
     items, pagination = page_of(rows, limit, offset)
-    return {
-        "data": [
-            {
-                "dataset_key": d.key,
-                "build_id": d.build_id,
-                "dataset_name": d.name,
-                "dataset_version": d.version,
-                "created_at": iso_z(d.created_at),
-                "selection_strategy": d.selection_strategy,
-                "seed": d.seed,
-                "trace_count": d.trace_count,
-            }
-            for d in items
-        ],
-        "pagination": pagination,
-    }
+    return {"data": items, "pagination": pagination}
 
 
 class ExportQuery(Schema):
