@@ -48,6 +48,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The product's settings plus the calibration view's URL (bench/settings.py).
+SETTINGS = "bench.settings"
+CALIBRATION_PATH = "/bench/calibrate"
+
 DURATION = int(os.environ.get("BENCH_DURATION", "15"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -116,7 +120,7 @@ def postgres(*, migrate: bool = True) -> Iterator[str]:
     os.environ["DATABASE_URL"] = url
     os.environ["TUNIX_REGISTRY_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tunix_registry.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ.setdefault("TUNIX_REGISTRY_LOG_LEVEL", "WARNING")
     _state.update(workdir=workdir, url=url, data_dir=data_dir)
     try:
@@ -149,18 +153,46 @@ def analyze() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def explain(sql: str, params: Any = ()) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of a query, as text."""
+def explain(sql: str, params: Any = None) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of a query, as text (no params: `sql` is sent as it is)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params or None)
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def explain_queryset(queryset: object) -> str:
     sql, params = queryset.query.sql_with_params()  # type: ignore[attr-defined]
     return explain(sql, params)
+
+
+def statements_of(path: str, headers: dict[str, str] | None = None) -> list[str]:
+    """The SQL a GET of `path` sends, captured from a real request in this process.
+
+    A first request is sent uncaptured, so per-process caches are warm as in a
+    serving worker. Statements come with their parameters interpolated.
+    """
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="localhost", headers=headers or {})
+    client.get(path)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    assert response.status_code < 400, (path, response.status_code, response.content[:300])
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def print_plans(title: str, path: str, headers: dict[str, str] | None = None) -> None:
+    """Markdown: every statement a GET of `path` sends, and the EXPLAIN ANALYZE of each SELECT."""
+    statements = statements_of(path, headers)
+    print(f"\n#### {title}: `GET {path[:90]}`, {len(statements)} statement(s)\n", flush=True)
+    for sql in statements:
+        print(f"```\n{sql}\n```\n")
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            print(f"```\n{explain(sql)}\n```\n", flush=True)
 
 
 @dataclass
@@ -179,10 +211,13 @@ class Round:
 
 _LUA = r"""
 local method, path, body, ctype = "{method}", "{path}", {body}, "{ctype}"
+local headers = {{{headers}}}
+if body ~= nil then headers["Content-Type"] = ctype end
+-- Every request is the same: format it once, so wrk spends no CPU on it per request.
+local req = nil
 request = function()
-  local headers = {{}}
-  if body ~= nil then headers["Content-Type"] = ctype end
-  return wrk.format(method, path, headers, body)
+  if req == nil then req = wrk.format(method, path, headers, body) end
+  return req
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -218,6 +253,7 @@ class Server:
         method: str = "GET",
         body: str | None = None,
         content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
         duration: int = DURATION,
         connections: int = CONNECTIONS,
         threads: int = THREADS,
@@ -230,6 +266,9 @@ class Server:
                 path=path,
                 body=_lua_string(body) if body is not None else "nil",
                 ctype=content_type,
+                headers=", ".join(
+                    f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in (headers or {}).items()
+                ),
             )
         )
         if warmup:
@@ -297,7 +336,7 @@ def gunicorn(*, workers: int = 2) -> Iterator[Server]:
     connections.close_all()
     port = _free_port()
     env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "tunix_registry.settings"
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS
     for name in ("GUNICORN_CMD_ARGS", "GUNICORN_ACCESSLOG", "GUNICORN_THREADS", "WEB_CONCURRENCY"):
         env.pop(name, None)  # the production defaults, whatever this shell has
     workdir = Path(str(_state["workdir"]))
@@ -348,3 +387,146 @@ def report(name: str, result: Round, goal: str = "") -> str:
         row += f" goal {goal}"
     print(row, flush=True)
     return row
+
+
+# --- Interleaved rounds against the calibration view --------------------------
+
+
+@dataclass
+class Endpoint:
+    """One measured endpoint and its goal.
+
+    `min_ratio` is a goal relative to the calibration view's requests/s of the
+    same repetition (0.9 = at least 90 %); `min_rate` an absolute one. `check`
+    is a correctness verdict found before the rounds (None: not checked).
+    """
+
+    name: str
+    path: str
+    goal: str
+    min_ratio: float | None = None
+    min_rate: float | None = None
+    method: str = "GET"
+    body: str | None = None
+    headers: dict[str, str] | None = None
+    connections: int = CONNECTIONS
+    threads: int = THREADS
+    check: bool | None = None
+    skip: str = ""  # why the endpoint cannot be measured (e.g. "no ETag sent")
+    results: list[Round] = field(default_factory=list)
+
+
+def _calibrate(server: Server, warmup: int) -> Round:
+    return server.wrk(CALIBRATION_PATH, warmup=warmup)
+
+
+def interleaved(
+    server: Server, endpoints: list[Endpoint], *, repetitions: int, warmup: int = 2
+) -> list[float]:
+    """Measure every endpoint `repetitions` times, a calibration round around each repetition.
+
+    The order is calibrate, every endpoint, calibrate, every endpoint, ...,
+    calibrate. A repetition's calibration figure is the mean of the two
+    calibration rounds on either side of it, so slow drift of the machine's
+    speed affects both sides of a ratio alike. Returns those figures; each
+    endpoint's rounds are in its `results`. Prints every round as it ends.
+    """
+    print_header()
+    calibrations = [_calibrate(server, warmup=5)]
+    report("calibration (start)", calibrations[0])
+    for repetition in range(1, repetitions + 1):
+        print(f"| *repetition {repetition}, load average {os.getloadavg()[0]:.2f}* |||||||||",
+              flush=True)  # fmt: skip
+        for endpoint in endpoints:
+            if endpoint.skip:
+                continue
+            result = server.wrk(
+                endpoint.path,
+                method=endpoint.method,
+                body=endpoint.body,
+                headers=endpoint.headers,
+                connections=endpoint.connections,
+                threads=endpoint.threads,
+                warmup=warmup,
+            )
+            endpoint.results.append(result)
+            report(endpoint.name, result)
+        calibrations.append(_calibrate(server, warmup=warmup))
+        report("calibration", calibrations[-1])
+    return [
+        (calibrations[i].requests_per_s + calibrations[i + 1].requests_per_s) / 2
+        for i in range(repetitions)
+    ]
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
+    """The goals as a markdown table: the repetition whose ratio is the median, per endpoint.
+
+    "met" needs every goal of the row (ratio, absolute rate, correctness) and no
+    errors in that repetition.
+    """
+    lines = [
+        "| endpoint | req/s | calibration req/s | ratio | p99 ms | goal | met "
+        "| every repetition: req/s / calibration |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint in endpoints:
+        if endpoint.skip or not endpoint.results:
+            lines.append(f"| {endpoint.name} | — | — | — | — | {endpoint.goal} "
+                         f"| not measured: {endpoint.skip or 'no rounds'} | |")  # fmt: skip
+            continue
+        pairs = sorted(
+            zip(endpoint.results, calibration, strict=False),
+            key=lambda pair: pair[0].requests_per_s / pair[1],
+        )
+        result, cal = pairs[len(pairs) // 2]
+        ratio = result.requests_per_s / cal
+        verdicts = []
+        if endpoint.min_ratio is not None:
+            verdicts.append(ratio >= endpoint.min_ratio)
+        if endpoint.min_rate is not None:
+            verdicts.append(result.requests_per_s >= endpoint.min_rate)
+        if endpoint.check is not None:
+            verdicts.append(endpoint.check)
+        verdicts.append(result.errors == 0)
+        met = "yes" if all(verdicts) else "**no**"
+        if result.errors:
+            met += f" ({result.errors} errors)"
+        if endpoint.check is False:
+            met += " (wrong answer)"
+        every = ", ".join(
+            f"{_rate(r.requests_per_s)} / {_rate(c)}"
+            for r, c in zip(endpoint.results, calibration, strict=False)
+        )
+        lines.append(
+            f"| {endpoint.name} | {_rate(result.requests_per_s)} | {_rate(cal)} "
+            f"| {ratio * 100:.0f} % | {result.p99_ms:.1f} | {endpoint.goal} | {met} | {every} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """One line about where the figures were taken."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = cursor.fetchone()[0]
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, PostgreSQL {pg} on loopback, "
+        f"gunicorn with tunix_registry/gunicorn_conf.py, wrk {THREADS} threads, "
+        f"{DURATION} s rounds; load average {os.getloadavg()[0]:.2f}"
+    )

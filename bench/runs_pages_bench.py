@@ -1,17 +1,18 @@
-"""Run pages benchmark (issue 6): the history with 1,000,000 runs on PostgreSQL.
+"""Run pages benchmark: the history with 1,000,000 runs on PostgreSQL.
 
     .venv/bin/python -m bench.runs_pages_bench        # BENCH_RUNS=1000000 by default
 
-Seeds the runs the way bench/runs_bench.py does, plus one local run with 2,000
+Seeds the runs with bench.seed (as bench/reads_bench.py does), plus one local run with 2,000
 metric rows for the run page; VACUUM ANALYZE. Then:
 
 1. server time of the history fragment (`GET /runs/history/` as htmx asks for
    it), rendered in this process through Django's test client: median and p95
    over 200 requests per view, with the SQL it ran and EXPLAIN ANALYZE of the
    page query;
-2. wrk rounds against gunicorn (2 workers) for the whole pages: the panel,
-   the panel with the history opened (`/?history=1`), a filtered history, a
-   deep page, and a run page with its loss chart.
+2. wrk rounds against gunicorn (2 workers) for the whole pages, between two
+   rounds of the calibration view (bench/urls.py): the panel, the panel with
+   the history opened (`/?history=1`), a filtered history, a deep page, and a
+   run page with its loss chart.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Any
 
 from bench import harness
-from bench.runs_bench import seed_runs
+from bench.seed import seed_runs
 
 RUNS = int(os.environ.get("BENCH_RUNS", "1000000"))
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
@@ -77,15 +77,6 @@ def server_time(path: str, params: dict[str, str]) -> tuple[float, float, float,
     )
 
 
-def plan(filters: dict[str, Any], offset: int = 0) -> str:
-    from runs.selectors import LIST_DEFERRED, _filtered
-
-    queryset = _filtered(
-        filters.get("status"), filters.get("dataset_key"), filters.get("mode")
-    ).defer(*LIST_DEFERRED)[offset : offset + 21]
-    return harness.explain_queryset(queryset)
-
-
 def main() -> None:
     with harness.postgres():
         print(f"seeding {RUNS:,} runs ...", flush=True)
@@ -111,19 +102,13 @@ def main() -> None:
             "| view | median ms | p95 ms | median CPU ms | queries |\n|---|---|---|---|---|",
             flush=True,
         )
-        sql_of: dict[str, list[str]] = {}
         for name, params in views:
             median, p95, cpu, sql = server_time("/runs/history/", params)
-            sql_of[name] = sql
             print(f"| {name} | {median:.1f} | {p95:.1f} | {cpu:.1f} | {len(sql)} |", flush=True)
-        print("\nSQL of the first page:\n\n```\n" + "\n".join(sql_of["history, first page"]))
-        print("```\n\n#### EXPLAIN ANALYZE, first page\n\n```\n" + plan({}) + "\n```")
-        print(
-            "\n#### EXPLAIN ANALYZE, status=failed & dataset_key=ds-7-v1\n\n```\n"
-            + plan({"status": "failed", "dataset_key": "ds-7-v1"})
-            + "\n```",
-            flush=True,
-        )
+        for name, params in views[:2]:
+            query = "&".join(f"{k}={v}" for k, v in params.items())
+            harness.print_plans(name, "/runs/history/" + (f"?{query}" if query else ""),
+                                {"HX-Request": "true"})  # fmt: skip
 
         rounds = [
             ("GET / (panel, history collapsed)", "/"),
@@ -134,11 +119,13 @@ def main() -> None:
         ]
         print(f"\nwrk -t{harness.THREADS} -c{harness.CONNECTIONS} -d{harness.DURATION}s; "
               "2 gunicorn workers\n", flush=True)  # fmt: skip
+        from django.db import connections
+
+        connections.close_all()
+        endpoints = [harness.Endpoint(name, path, "(report)") for name, path in rounds]
         with harness.gunicorn() as server:
-            harness.print_header()
-            for index, (name, path) in enumerate(rounds):
-                # The first round also warms the freshly started workers up.
-                harness.report(name, server.wrk(path, warmup=5 if index == 0 else 2))
+            calibration = harness.interleaved(server, endpoints, repetitions=1)
+        print("\n" + harness.goal_table(endpoints, calibration), flush=True)
 
 
 if __name__ == "__main__":
