@@ -53,6 +53,17 @@ class ErrorOut(Schema):
 
 
 class DatasetBuildIn(Schema):
+    # A random selection needs a seed (else 422 from the service); the schema says so.
+    model_config = {
+        "json_schema_extra": {
+            "if": {
+                "properties": {"selection_strategy": {"const": "random"}},
+                "required": ["selection_strategy"],
+            },
+            "then": {"properties": {"seed": {"type": "integer"}}, "required": ["seed"]},
+        }
+    }
+
     # The pattern of name and version documents what their key (dataset_key_make) accepts.
     dataset_name: Text = Field(
         ...,

@@ -22,7 +22,11 @@ class TunixRunRequest(Schema):
         min_length=1, max_length=256, json_schema_extra={"pattern": DATASET_KEY_PATTERN}
     )
     model_id: Text = Field(min_length=1, max_length=256)
-    output_dir: Text | None = Field(default=None, min_length=1, max_length=512)
+    # Stored relative to the data directory ("outputs/<output_dir>", at most 512
+    # characters), so a relative output_dir has room for 504 (runs.outputs).
+    output_dir: Text | None = Field(
+        default=None, min_length=1, max_length=512, json_schema_extra={"maxLength": 504}
+    )
     dry_run: Flag = True
     learning_rate: Number = Field(default=2e-5, gt=0, le=1.0)
     num_epochs: Integer = Field(default=3, ge=1, le=100)

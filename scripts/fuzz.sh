@@ -40,10 +40,10 @@ for _ in $(seq 100); do
 done
 
 status=0
-PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks $bin/st run "http://127.0.0.1:$port/api/openapi.json" \
+PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks $bin/st --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/api/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
   --seed 20261202 --generation-database none \
-  --config-file scripts/schemathesis.toml --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
+  --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
   --report-dir "$work/report" --no-color "$@" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "---- server log (errors) ----" >&2

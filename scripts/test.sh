@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it:
 #   1. ruff (lint + format check) and mypy
 #   2. pytest with coverage on SQLite
-#   3. the same pytest suite on a throwaway PostgreSQL cluster
+#   3. the same pytest suite on a throwaway PostgreSQL cluster, then the API
+#      fuzzer (scripts/fuzz.sh: schemathesis against gunicorn on that cluster)
 #   4. browser tests (Playwright driving Debian's chromium) on SQLite
 #   5. the coverage gate (90% of lines) over 2 and 4
 # Where PostgreSQL or chromium cannot be installed (no root) the step is skipped
@@ -49,9 +50,11 @@ if url="$(scripts/pg.sh start "$pgdir")"; then
   # imports no Django and touches no database, so they ran once above.
   DATABASE_URL="$url" $bin/pytest -m "not browser" -p no:cacheprovider \
     --ignore=runs/tests/test_trainer.py --ignore=runs/tests/test_trainer_units.py "$@"
+  step "API fuzzing (schemathesis) against gunicorn on PostgreSQL"
+  scripts/fuzz.sh "$url"
   scripts/pg.sh stop "$pgdir"
 else
-  skip "the PostgreSQL test run (PostgreSQL unavailable)"
+  skip "the PostgreSQL test run and the API fuzzing (PostgreSQL unavailable)"
 fi
 
 step "browser tests (chromium)"

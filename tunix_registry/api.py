@@ -88,6 +88,24 @@ def _error_response(code: str) -> dict[str, Any]:
     }
 
 
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _standard_bounds(node: Any) -> None:
+    """Spell bounds the JSON Schema way where pydantic left its own names (`ge` for
+    `minimum`: it does so for bounds placed after a validator, see fields.Integer)."""
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for name, standard in _BOUNDS.items():
+                if name in node:
+                    node[standard] = node.pop(name)
+        for value in node.values():
+            _standard_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _standard_bounds(value)
+
+
 class RegistryAPI(NinjaAPI):
     """NinjaAPI with the product's error shapes and a complete OpenAPI document."""
 
@@ -123,6 +141,7 @@ class RegistryAPI(NinjaAPI):
         components.setdefault("Error", _ERROR_SCHEMA)
         components.setdefault("ValidationError", _VALIDATION_ERROR_SCHEMA)
         components.setdefault("JsonValue", JSON_VALUE_COMPONENT)
+        _standard_bounds(schema)
         for methods in schema.get("paths", {}).values():
             for operation in methods.values():
                 responses = operation.setdefault("responses", {})

@@ -64,6 +64,8 @@ def _not_bool_or_text(value: Any) -> Any:
 
 Flag = StrictBool
 # JSON Schema counts 3.0 as an integer, so it is one here too; `true` and "3" are not.
+# Bounds added after the validator reach pydantic's JSON schema under their
+# pydantic names, `ge`; tunix_registry.api spells them `minimum` in the document.
 Integer = Annotated[int, BeforeValidator(_not_bool_or_text)]
 Number = StrictFloat  # an integer is a number too; a boolean or a string is not
 
