@@ -2,11 +2,15 @@
 
     .venv/bin/python -m bench.datasets_bench [--traces 100000] [--skip-sqlite]
 
-PostgreSQL part (bench.harness: throwaway cluster, gunicorn with two workers, wrk -t2 -c16):
+PostgreSQL part (bench.harness: throwaway cluster, gunicorn with two workers, wrk):
   1. seeds --traces traces (every tenth one with meta bucket=3, so one filter selects 10%),
   2. times `dataset_build` with one meta filter selecting 10,000 traces, and EXPLAINs its query,
-  3. builds a 5,000-trace dataset and measures GET .../export.jsonl?format=tunix_sft with wrk,
-  4. gives a dataset all seeded traces (members written directly: builds stop at 10,000) and
+  3. times inserting 10,000 members with COPY and with bulk_create (the build's one vendor branch),
+  4. builds a 5,000-trace dataset; EXPLAINs one chunk of its export and the dry-run's count, as
+     sent and as a prepared statement's generic plan (what a serving connection runs),
+  5. measures with wrk the `trace` export (2 connections), the `tunix_sft` export and a dry-run
+     of the 5,000-trace dataset (16 connections),
+  6. gives a dataset all seeded traces (members written directly: builds stop at 10,000) and
      measures the gunicorn workers' RSS growth while exporting it with one connection.
 SQLite part (a child process on a fresh embedded database): the same seed and filtered build.
 """
@@ -94,16 +98,64 @@ def filtered_build(count: int, runs: int = 3) -> list[float]:
     return times
 
 
+def explain_generic(queryset: Any) -> str:
+    """EXPLAIN ANALYZE of `queryset` as a prepared statement's generic plan.
+
+    Serving connections prepare repeated statements (DATABASE_PREPARE_THRESHOLD),
+    and PostgreSQL may then run a plan made without the parameters' values.
+    """
+    import re
+
+    from django.db import connection
+
+    sql, params = queryset.query.sql_with_params()
+    numbers = iter(range(1, len(params) + 1))
+    prepared = re.sub("%s", lambda _: f"${next(numbers)}", sql)
+    literals = ", ".join(
+        str(int(p)) if not isinstance(p, str) else "'" + p.replace("'", "''") + "'" for p in params
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute("DEALLOCATE ALL")
+        cursor.execute("PREPARE bench_generic AS " + prepared)
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_generic({literals})")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE bench_generic")
+        cursor.execute("RESET plan_cache_mode")
+    return plan
+
+
+def members_insert_times(count: int) -> dict[str, float]:
+    """Best seconds of two to insert `count` members by COPY and by bulk_create (rolled back)."""
+    from django.db import transaction
+
+    from datasets import services
+    from datasets.models import Dataset
+
+    selected = services._select({}, count, "latest", None)
+    times: dict[str, float] = {}
+    for name, insert in [
+        ("COPY", services.members_copy),
+        ("bulk_create", services.members_bulk_create),
+    ] * 2:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(key=f"insert-{name}", name="i", version=name)
+            started = time.perf_counter()
+            insert(services._members(dataset, selected))
+            seconds = time.perf_counter() - started
+            times[name] = min(times.get(name, seconds), seconds)
+            transaction.set_rollback(True)
+    return times
+
+
 def postgres_part(count: int) -> None:
     from bench import harness
 
     with harness.postgres():
         from django.db import connection
-        from django.db.models import Exists, OuterRef
 
-        from datasets.exports import render_tunix_sft
-        from datasets.models import Dataset, DatasetMember
-        from datasets.selectors import _dataset_rows_between_qs
+        from datasets import selectors, services
+        from datasets.models import Dataset
         from datasets.services import traces_matching
         from traces.models import Trace
 
@@ -120,66 +172,59 @@ def postgres_part(count: int) -> None:
             .order_by("-created_at", "-id")
             .values_list("id", "created_at", "trace_version", "payload")
         )[:10_000]
-        with connection.cursor() as cursor:
-            cursor.execute("SET work_mem = '64MB'")  # what dataset_build sets for its query
-        explained = harness.explain_queryset(query)
-        with connection.cursor() as cursor:
-            cursor.execute("RESET work_mem")
-        print("\nEXPLAIN (filtered build selection, work_mem 64MB):\n" + explained)
+        print("\nEXPLAIN (filtered build selection):\n" + harness.explain_queryset(query))
+        inserts = members_insert_times(10_000)
+        print(
+            "\ninserting 10,000 members: "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in inserts.items()),
+            flush=True,
+        )
 
         five_k, seconds = timed_build("export", "5k", limit=5_000)
         print(f"\nbuilt {five_k.key} (latest 5,000) in {seconds:.2f} s")
-        stored = (
-            DatasetMember.objects.filter(
-                Exists(Trace.objects.filter(pk=OuterRef("trace_id"))),
-                dataset_id=five_k.pk,
-                position__gte=0,
-                position__lt=1000,
-            )
-            .order_by("position")
-            .values_list("sft_line", flat=True)
-        )
-        print("\nEXPLAIN (one chunk of the tunix_sft export):\n" + harness.explain_queryset(stored))
-        print(
-            "\nEXPLAIN (one chunk of the trace export):\n"
-            + harness.explain_queryset(_dataset_rows_between_qs(five_k, 0, 1000))
-        )
 
         everything = Dataset.objects.create(
             key="all-v1", name="all", version="v1", trace_count=count, stats={}
         )
-        rows = Trace.objects.order_by("-created_at", "-id").values_list(
-            "id", "created_at", "trace_version", "payload"
-        )
-        DatasetMember.objects.bulk_create(
-            (
-                DatasetMember(
-                    dataset=everything,
-                    position=i,
-                    trace_id=t,
-                    sft_line=render_tunix_sft(str(t), c.isoformat(), v, p, "all-v1"),
-                )
-                for i, (t, c, v, p) in enumerate(rows.iterator(chunk_size=5000))
-            ),
-            batch_size=5000,
-        )
+        rows = selectors.trace_export_rows(Trace.objects.order_by("-created_at", "-id"))
+        services.members_copy(services._members(everything, list(rows)))
         harness.analyze()
+
+        chunk = selectors.stored_lines_between(five_k, "trace_line", 1000, 2000)
+        counted = Trace.objects.filter(dataset_memberships__dataset_id=five_k.pk)
+        for title, queryset in [
+            ("one chunk of the trace export", chunk),
+            ("the dry-run's count of existing traces", counted.values("pk")),
+        ]:
+            print(f"\nEXPLAIN ({title}):\n" + harness.explain_queryset(queryset))
+            print(f"\nEXPLAIN ({title}, generic plan):\n" + explain_generic(queryset))
         connection.close()
 
         with harness.gunicorn() as server:
-            url = "/api/datasets/export-5k/export.jsonl?format=tunix_sft"
-            size = len(urllib.request.urlopen(server.base_url + url).read())
-            print(f"\n5,000-trace tunix_sft export: {size:,} bytes")
+            trace_url = "/api/datasets/export-5k/export.jsonl"
+            sft_url = trace_url + "?format=tunix_sft"
+            size = len(urllib.request.urlopen(server.base_url + trace_url).read())
+            print(f"\n5,000-trace trace export: {size:,} bytes")
             harness.print_header()
-            harness.report(f"GET {url}", server.wrk(url), goal=">= 15 req/s, <= 110 ms CPU")
+            harness.report(
+                f"GET {trace_url} (2 connections)",
+                server.wrk(trace_url, connections=2, threads=2),
+                goal=">= 10 req/s",
+            )
+            harness.report(f"GET {sft_url}", server.wrk(sft_url))
+            dry_run = '{"dataset_key": "export-5k", "model_id": "tiny-qwen3"}'
+            harness.report(
+                "POST /api/tunix/run (dry-run, 5,000 traces)",
+                server.wrk("/api/tunix/run", method="POST", body=dry_run),
+                goal=">= 100 req/s",
+            )
 
             # Memory: worker RSS at rest, then the peak while streaming the whole store.
-            small = "/api/datasets/export-5k/export.jsonl?format=tunix_sft"
             for _ in range(4):
-                urllib.request.urlopen(server.base_url + small).read()
+                urllib.request.urlopen(server.base_url + trace_url).read()
             time.sleep(0.5)
             baseline = max(harness._rss_mb(p) for p in server.worker_pids())
-            big = "/api/datasets/all-v1/export.jsonl?format=tunix_sft"
+            big = "/api/datasets/all-v1/export.jsonl"
             result = server.wrk(big, connections=1, threads=1, duration=20, warmup=0)
             harness.report(f"GET {big} ({count:,} traces, 1 connection)", result)
             print(
