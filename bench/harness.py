@@ -1,12 +1,17 @@
 """A small harness for the HTTP benchmarks under bench/.
 
 It stands on its own (no files outside this repository): a throwaway
-PostgreSQL cluster (scripts/pg.sh), Django configured against it, your seed
-function, gunicorn with two workers, and wrk as the load generator
-(`apt-get install wrk`). Figures: requests/s, latency percentiles, errors,
-and the CPU milliseconds spent per request by the server and by PostgreSQL
-(read from /proc before and after each round), plus the peak RSS of the
-gunicorn workers.
+PostgreSQL cluster (scripts/pg.sh), Django configured against it with
+bench.settings (the product's settings and URLs, plus the calibration view
+`/bench/calibrate` of bench/urls.py), your seed function, gunicorn with two
+workers as in production, and wrk as the load generator (`apt-get install
+wrk`). Figures per round: requests/s, latency percentiles, errors, and the CPU
+milliseconds spent per request by the server and by PostgreSQL (read from
+/proc before and after each round), plus the peak RSS of the gunicorn workers.
+
+Every goal is judged against the calibration view measured in the same run:
+`interleaved` runs calibrate, every endpoint, calibrate, ... and `goal_table`
+prints each endpoint beside the calibration of its own repetition.
 
 Typical use in a bench script::
 
@@ -14,14 +19,12 @@ Typical use in a bench script::
 
     with harness.postgres():               # sets DATABASE_URL, migrates
         seed_my_data()                     # plain ORM code after harness.postgres()
+        endpoints = [harness.Endpoint("GET /api/traces", "/api/traces", "≥ 90 %", min_ratio=0.9)]
         with harness.gunicorn() as server:
-            harness.print_header()
-            harness.report("GET /api/traces", server.wrk("/api/traces?limit=20"))
-            harness.report(
-                "POST batch", server.wrk("/api/traces/batch", method="POST", body=json_text)
-            )
+            calibration = harness.interleaved(server, endpoints, repetitions=3)
+        print(harness.goal_table(endpoints, calibration))
 
-Run from the project root: `.venv/bin/python -m bench.traces_bench`.
+Run from the project root: `.venv/bin/python -m bench.reads_bench`.
 Everything (cluster, data dir) lives under a temporary directory removed at
 the end.
 """
@@ -329,10 +332,16 @@ def gunicorn(*, workers: int = 2) -> Iterator[Server]:
 
     tunix_registry/gunicorn_conf.py as it is (gthread workers, keep-alive, one
     listening socket per worker), with `workers` worker processes and its
-    defaults for everything else (no access log).
+    defaults for everything else (no access log); settings bench.settings (the
+    product's, plus the calibration view). Runs collectstatic first, as a
+    deployment does.
     """
+    from django.core.management import call_command
     from django.db import connections
 
+    # The production settings serve static files from the collected manifest,
+    # and the WSGI application refuses to load without it.
+    call_command("collectstatic", interactive=False, verbosity=0)
     connections.close_all()
     port = _free_port()
     env = dict(os.environ)
@@ -463,6 +472,10 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.0f} %" if ratio >= 0.1 else f"{ratio * 100:.1f} %"
+
+
 def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
     """The goals as a markdown table: the repetition whose ratio is the median, per endpoint.
 
@@ -504,7 +517,7 @@ def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
         )
         lines.append(
             f"| {endpoint.name} | {_rate(result.requests_per_s)} | {_rate(cal)} "
-            f"| {ratio * 100:.0f} % | {result.p99_ms:.1f} | {endpoint.goal} | {met} | {every} |"
+            f"| {_percent(ratio)} | {result.p99_ms:.1f} | {endpoint.goal} | {met} | {every} |"
         )
     return "\n".join(lines)
 

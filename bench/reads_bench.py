@@ -141,14 +141,12 @@ def main() -> None:
         harness.analyze()
         vacuum_runs()
 
-        from django.core.management import call_command
         from django.db import connections
 
         from runs.models import TunixRun
         from runs.selectors import cursor_encode
         from traces.models import Trace
 
-        call_command("collectstatic", interactive=False, verbosity=0)
         ordered = TunixRun.objects.order_by("-created_at", "-run_id")
         deep = ordered.only("created_at", "run_id")[RUNS // 2]
         finished = ordered.filter(status="completed").values_list("run_id", flat=True)[RUNS // 4]
