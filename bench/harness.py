@@ -506,7 +506,8 @@ def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
         if endpoint.check is not None:
             verdicts.append(endpoint.check)
         verdicts.append(result.errors == 0)
-        met = "yes" if all(verdicts) else "**no**"
+        judged = len(verdicts) > 1  # more than "no errors": the row has a goal
+        met = ("yes" if all(verdicts) else "**no**") if judged else "—"
         if result.errors:
             met += f" ({result.errors} errors)"
         if endpoint.check is False:
