@@ -10,6 +10,7 @@ from django.http import QueryDict
 
 from datasets import services
 from datasets.models import SelectionStrategy
+from tunix_registry.fields import json_object_check
 
 FILTER_ROWS = 3
 FILTER_HELP = (
@@ -91,6 +92,11 @@ class DatasetBuildForm(forms.Form):
                 self.filter_errors.append(f"filters: the key {key!r} appears twice")
             else:
                 filters[key] = parse_filter_value(raw.strip())
+        try:
+            # Raw query values skip CharField's NUL check; PostgreSQL cannot store NUL.
+            json_object_check(filters)
+        except ValueError as exc:
+            self.filter_errors.append(f"filters: {exc}")
         if self.filter_errors:
             raise forms.ValidationError(self.filter_errors[0])
         cleaned["filters"] = filters

@@ -135,15 +135,12 @@ def test_an_invalid_content_length_is_a_json_400(client: Client) -> None:
 def _chunked(client: Client, path: str, body: bytes) -> Any:
     # What gunicorn hands Django for Transfer-Encoding: chunked: no Content-Length,
     # the de-chunked body readable from wsgi.input.
-    return client.generic(
-        "POST",
-        path,
-        body,
-        content_type=JSON_BODY,
-        CONTENT_LENGTH="",
-        HTTP_TRANSFER_ENCODING="chunked",
-        **{"wsgi.input": io.BytesIO(body)},
-    )
+    environ: dict[str, Any] = {
+        "CONTENT_LENGTH": "",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(body),
+    }
+    return client.generic("POST", path, body, content_type=JSON_BODY, **environ)
 
 
 def _post_cases() -> list[tuple[str, dict[str, Any] | list[Any], int]]:
