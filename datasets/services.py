@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db import IntegrityError, NotSupportedError, connection, transaction
+from django.db.models import BooleanField, Expression, QuerySet
 
 from datasets.exports import check_format, render_trace, render_tunix_sft
 from datasets.keys import dataset_key_make, dataset_key_validate
@@ -100,82 +99,82 @@ _PAYLOAD = '"traces_trace"."payload"'
 _META = f"({_PAYLOAD} -> 'meta')"
 
 
-def _condition(sql: str, params: tuple[Any, ...]) -> RawSQL:
-    """A boolean SQL condition; every user-supplied value is a bound parameter."""
-    return RawSQL(sql, params, output_field=BooleanField())  # noqa: S611 - constant SQL text
-
-
 def _plain_key(name: str) -> bool:
     return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
 
 
-def _sqlite_condition(name: str, value: Any) -> RawSQL:
-    types = _json_type_names(value) if value is not None else ()
-    placeholders = ", ".join(["%s"] * len(types))
-    if not _plain_key(name):
-        # A JSON path must spell a key as the stored text does (escaped or not,
-        # depending on who wrote it) and cannot name some keys at all; compare
-        # decoded keys among meta's members instead.
-        member = f"SELECT 1 FROM json_each({_PAYLOAD}, '$.meta') AS m WHERE m.key = %s"  # noqa: S608
+class MetaEquals(Expression):
+    """The condition "trace's meta[name] equals value exactly" (null: missing or null).
+
+    Exact means JSON equality: 1 != "1", true != 1, true != "true", arrays and
+    objects compared whole. Django's key lookups cannot say this on SQLite
+    (`payload__meta__k=True` also matches "true"; `contains` is not supported
+    there), so each database gets its own SQL through Django's per-backend
+    compile methods; user values are always bound parameters.
+    datasets/tests/test_filters.py compares both with the plain definition
+    evaluated in Python.
+    """
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, name: str, value: Any) -> None:
+        super().__init__(output_field=BooleanField())
+        self.name = name
+        self.value = value
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        raise NotSupportedError("meta filters run on PostgreSQL and SQLite")
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        name, value = self.name, self.value
         if value is None:
-            return _condition(f"NOT EXISTS ({member} AND m.type != 'null')", (name,))
-        return _condition(
-            f"EXISTS ({member} AND m.type IN ({placeholders}) AND m.value = JSON_EXTRACT(%s, '$'))",
-            (name, *types, json.dumps(value)),
+            return f"(({_META} -> %s) IS NULL OR ({_META} -> %s) = 'null'::jsonb)", [name, name]
+        # Containment is what the GIN index of migration 0002 serves; it is
+        # looser than equality for arrays and objects, hence the second test.
+        return (
+            f"({_META} @> %s::jsonb AND ({_META} -> %s) = %s::jsonb)",
+            [json.dumps({name: value}), name, json.dumps(value)],
         )
-    # SQLite matches path labels against the stored text, which Django writes
-    # with json.dumps' default escaping; quote the key the same way.
-    path = "$.meta." + json.dumps(name)
-    if value is None:
-        return _condition(
-            f"(JSON_TYPE({_PAYLOAD}, %s) IS NULL OR JSON_TYPE({_PAYLOAD}, %s) = 'null')",
-            (path, path),
-        )
-    return _condition(
-        f"(JSON_TYPE({_PAYLOAD}, %s) IN ({placeholders}) "
-        f"AND JSON_EXTRACT({_PAYLOAD}, %s) = JSON_EXTRACT(%s, '$'))",
-        (path, *types, path, json.dumps(value)),
-    )
 
-
-def _postgres_condition(name: str, value: Any) -> RawSQL:
-    if value is None:
-        return _condition(
-            f"(({_META} -> %s) IS NULL OR ({_META} -> %s) = 'null'::jsonb)",
-            (name, name),
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        name, value = self.name, self.value
+        types = _json_type_names(value) if value is not None else ()
+        placeholders = ", ".join(["%s"] * len(types))
+        if not _plain_key(name):
+            # A JSON path must spell a key as the stored text does (escaped or
+            # not, depending on who wrote it) and cannot name some keys at all;
+            # compare decoded keys among meta's members instead.
+            member = f"SELECT 1 FROM json_each({_PAYLOAD}, '$.meta') AS m WHERE m.key = %s"  # noqa: S608
+            if value is None:
+                return f"NOT EXISTS ({member} AND m.type != 'null')", [name]
+            return (
+                f"EXISTS ({member} AND m.type IN ({placeholders}) "
+                "AND m.value = JSON_EXTRACT(%s, '$'))",
+                [name, *types, json.dumps(value)],
+            )
+        # SQLite matches path labels against the stored text, which Django
+        # writes with json.dumps' default escaping; quote the key the same way.
+        path = "$.meta." + json.dumps(name)
+        if value is None:
+            return (
+                f"(JSON_TYPE({_PAYLOAD}, %s) IS NULL OR JSON_TYPE({_PAYLOAD}, %s) = 'null')",
+                [path, path],
+            )
+        return (
+            f"(JSON_TYPE({_PAYLOAD}, %s) IN ({placeholders}) "
+            f"AND JSON_EXTRACT({_PAYLOAD}, %s) = JSON_EXTRACT(%s, '$'))",
+            [path, *types, path, json.dumps(value)],
         )
-    return _condition(
-        f"(({_META} -> %s) = %s::jsonb)",
-        (name, json.dumps(value)),
-    )
 
 
 def traces_matching(filters: dict[str, Any]) -> QuerySet[Trace]:
     """Traces whose `meta` matches every filter exactly (JSON equality, so 1 != "1").
 
     A filter value null matches traces lacking the key or holding null; a null
-    `meta` counts as {}. Runs in the database over all traces. On PostgreSQL the
-    non-null values are also checked by containment, `payload -> 'meta' @> {...}`,
-    which the GIN index of migration 0002 serves, then by exact jsonb equality
-    (containment alone is looser for arrays and objects); on SQLite by JSON1
-    value and type checks (JSON_EXTRACT alone would equate true and 1).
+    `meta` counts as {}. Runs in the database over all traces.
     """
-    queryset = Trace.objects.all()
-    on_postgres = connection.vendor == "postgresql"
-    contained = {name: value for name, value in filters.items() if value is not None}
-    if on_postgres and contained:
-        queryset = queryset.filter(
-            _condition(
-                f"{_META} @> %s::jsonb",
-                (json.dumps(contained),),
-            )
-        )
-    for name, value in filters.items():
-        if on_postgres:
-            queryset = queryset.filter(_postgres_condition(name, value))
-        else:
-            queryset = queryset.filter(_sqlite_condition(name, value))
-    return queryset
+    return Trace.objects.filter(*[MetaEquals(name, value) for name, value in filters.items()])
 
 
 # --- build -------------------------------------------------------------------
