@@ -1,10 +1,13 @@
-"""Record shapes of the three export formats (REFERENCE §5.3), byte for byte.
+"""Record shapes of the three export formats, byte for byte as the original API wrote them.
 
 Each renderer takes one trace's columns (id and created_at already as text:
 the id hyphenated, created_at as Python's `isoformat()` of the UTC time, see
-datasets.selectors) and returns one JSON line ending in
+datasets.selectors.export_row) and returns one JSON line ending in
 "\\n": compact `json.dumps` (default separators, non-ASCII escaped), keys in
-the documented order, the trace's `meta` merged last into `metadata`.
+the documented order, the trace's `meta` merged last into `metadata`. The
+`trace` and `tunix_sft` lines are rendered when a dataset is built and stored
+on its members (datasets.services.dataset_build); `training_example` lines on
+each export.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def dataset_traces(*, dataset: Dataset, limit: int, offset: int) -> list[dict[st
 
 
 def dataset_manifest(*, dataset: Dataset, trace_ids: list[str] | None = None) -> dict[str, Any]:
-    """The §3.6 manifest of a dataset, rendered from the database."""
+    """The manifest of a dataset (the API's and manifest.json's), rendered from the database."""
     if trace_ids is None:
         trace_ids = dataset_trace_ids(dataset=dataset)
     created_at = utc_iso(dataset.created_at)

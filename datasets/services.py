@@ -288,7 +288,7 @@ def _members_insert(dataset: Dataset, selected: list[ExportRow]) -> None:
 
 
 def dataset_stats(payloads: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """§3.6 stats: counts of steps and characters (prompt + answer + step contents)."""
+    """Manifest stats: counts of steps and characters (prompt + answer + step contents)."""
     count = 0
     step_total = 0
     char_total = 0

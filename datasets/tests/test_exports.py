@@ -1,4 +1,4 @@
-"""The three export formats, byte for byte (REFERENCE §5.3), as snapshot strings."""
+"""The three export formats, byte for byte, as snapshot strings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dataset keys: the §5.1 sanitising examples and what a valid key is."""
+"""Dataset keys: how names and versions are sanitised, and what a valid key is."""
 
 from __future__ import annotations
 
