@@ -17,7 +17,8 @@ The other classes are Django's own middleware that /api/ does not need,
 skipped for it (subclasses, so that checks such as the admin's still find
 them): the API keeps sessions, authentication and CSRF for browser sessions,
 and drops flash messages, the X-Frame-Options header (JSON is never framed)
-and htmx details.
+and htmx details: about 11 µs of Django's own code per request, measured in
+isolation (the messages middleware alone is 9 µs), for 2 µs of skipping.
 """
 
 from __future__ import annotations
