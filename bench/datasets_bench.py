@@ -205,19 +205,21 @@ def postgres_part(count: int) -> None:
             sft_url = trace_url + "?format=tunix_sft"
             size = len(urllib.request.urlopen(server.base_url + trace_url).read())
             print(f"\n5,000-trace trace export: {size:,} bytes")
-            harness.print_header()
-            harness.report(
-                f"GET {trace_url} (2 connections)",
-                server.wrk(trace_url, connections=2, threads=2),
-                goal=">= 10 req/s",
-            )
-            harness.report(f"GET {sft_url}", server.wrk(sft_url))
             dry_run = '{"dataset_key": "export-5k", "model_id": "tiny-qwen3"}'
-            harness.report(
-                "POST /api/tunix/run (dry-run, 5,000 traces)",
-                server.wrk("/api/tunix/run", method="POST", body=dry_run),
-                goal=">= 100 req/s",
-            )
+            endpoints = [
+                harness.Endpoint(
+                    f"GET {trace_url} (2 connections)", trace_url, ">= 10 req/s",
+                    min_rate=10, connections=2, threads=2,
+                ),
+                harness.Endpoint(f"GET {sft_url}", sft_url, ""),
+                harness.Endpoint(
+                    "POST /api/tunix/run (dry-run, 5,000 traces)", "/api/tunix/run",
+                    ">= 100 req/s", min_rate=100, method="POST", body=dry_run,
+                ),
+            ]  # fmt: skip
+            # Each round beside a calibration round of the same minute (bench.harness).
+            calibration = harness.interleaved(server, endpoints, repetitions=2)
+            print("\n" + harness.goal_table(endpoints, calibration))
 
             # Memory: worker RSS at rest, then the peak while streaming the whole store.
             for _ in range(4):
@@ -226,6 +228,7 @@ def postgres_part(count: int) -> None:
             baseline = max(harness._rss_mb(p) for p in server.worker_pids())
             big = "/api/datasets/all-v1/export.jsonl"
             result = server.wrk(big, connections=1, threads=1, duration=20, warmup=0)
+            harness.print_header()
             harness.report(f"GET {big} ({count:,} traces, 1 connection)", result)
             print(
                 f"\nworker RSS at rest {baseline:.0f} MB, peak during the {count:,}-trace "
