@@ -40,11 +40,25 @@ for _ in $(seq 100); do
 done
 
 status=0
-PYTHONPATH=scripts SCHEMATHESIS_HOOKS=fuzz_hooks $bin/st --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/api/openapi.json" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
-  --seed 20261202 --generation-database none \
-  --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
-  --report-dir "$work/report" --no-color "$@" || status=$?
+repo="$PWD"
+# From the scratch directory: schemathesis and Hypothesis keep their caches in
+# the working directory, and nothing of theirs belongs in the repository.
+(
+  cd "$work"
+  PYTHONPATH="$repo/scripts" SCHEMATHESIS_HOOKS=fuzz_hooks \
+    "$repo/$bin/st" --config-file "$repo/scripts/schemathesis.toml" \
+    run "http://127.0.0.1:$port/api/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
+    --seed 20261202 --generation-database none \
+    --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
+    --report-dir "$work/report" --no-color "$@"
+) 2>&1 | tee "$work/st.log" || status=$?
+# The run must have been a real one: at least 1000 generated requests.
+generated="$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$work/st.log" | tail -n 1)"
+if [ "$status" -eq 0 ] && [ "${generated:-0}" -lt 1000 ]; then
+  echo "error: the fuzzer generated only ${generated:-0} requests (at least 1000 expected)" >&2
+  status=1
+fi
 if [ "$status" -ne 0 ]; then
   echo "---- server log (errors) ----" >&2
   grep -E 'ERROR|Traceback' -A20 "$work/gunicorn.log" | tail -n 200 >&2 || true
