@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "tunix_registry.middleware.ApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # ETags of bodies marked for revalidation, and their 304s (tunix_registry/http_cache.py).
+    "django.middleware.http.ConditionalGetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
