@@ -185,8 +185,9 @@ TRACE_MAX_BYTES = env_int("TRACE_MAX_BYTES", 1_048_576, minimum=1024, maximum=10
 TRACE_BATCH_MAX_BYTES = env_int(
     "TRACE_BATCH_MAX_BYTES", 16 * 1_048_576, minimum=1024, maximum=256 * 1_048_576
 )
-# Django refuses bodies above this before our own limits can answer 413; keep
-# it above both trace limits so the API's messages are the ones a client sees.
+# The largest request body anything reads. Under /api/ a larger one is a JSON
+# 413 before it is read (tunix_registry.middleware.ApiMiddleware), chunked ones
+# included; it stays above both trace limits so that their own 413s apply first.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRACE_MAX_BYTES, TRACE_BATCH_MAX_BYTES) + 1024
 
 # --- Runs ------------------------------------------------------------------
