@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
@@ -31,6 +31,7 @@ from tunix_registry.fields import (
     Text,
     documented,
 )
+from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
 from tunix_registry.timestamps import utc_iso
 
@@ -204,11 +205,14 @@ def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]
 
 @router.get("", response={200: DatasetListOut}, summary="List datasets, newest first")
 def dataset_list(
-    request: HttpRequest, limit: PageLimit = 20, offset: PageOffset = 0
+    request: HttpRequest, response: HttpResponse, limit: PageLimit = 20, offset: PageOffset = 0
 ) -> dict[str, Any]:
     check_page(limit, offset)
     rows = selectors.dataset_list(limit=limit + 1, offset=offset)
     items, pagination = page_of(rows, limit, offset)
+    # New versions appear at any moment: revalidate (the body's ETag comes from
+    # ConditionalGetMiddleware).
+    mark_revalidate(response)
     return {"data": items, "pagination": pagination}
 
 
@@ -239,8 +243,22 @@ def dataset_export(
 
 @router.get(
     "/{path:dataset_key}",
-    response={200: DatasetManifestOut, 404: ErrorOut, 422: ErrorOut},
-    summary="A dataset's manifest",
+    response={200: DatasetManifestOut, 304: None, 404: ErrorOut, 422: ErrorOut},
+    summary="A dataset's manifest (immutable: conditional requests are answered 304)",
 )
-def dataset_manifest(request: HttpRequest, dataset_key: DatasetKeyPath) -> dict[str, Any]:
-    return selectors.dataset_manifest(dataset=_existing(dataset_key))
+def dataset_manifest(
+    request: HttpRequest, response: HttpResponse, dataset_key: DatasetKeyPath
+) -> dict[str, Any] | HttpResponse:
+    key = _valid_key(dataset_key)
+    build_id = selectors.dataset_build_id(key=key)
+    if build_id is None:
+        raise HttpError(404, f"Dataset not found: {key}")
+    # The version never changes (docs/decisions.md#immutable-resources): the
+    # lookup above already proved it exists, nothing else is read for a 304.
+    etag = strong_etag("dataset", key, build_id)
+    unchanged = not_modified(request, etag, exists=lambda: True)
+    if unchanged is not None:
+        return unchanged
+    manifest = selectors.dataset_manifest(dataset=_existing(key))
+    mark_immutable(response, etag)
+    return manifest

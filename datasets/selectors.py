@@ -47,6 +47,17 @@ def dataset_get(*, key: str) -> Dataset | None:
     return Dataset.objects.filter(key=key).first()
 
 
+def dataset_build_id(*, key: str) -> uuid.UUID | None:
+    """The build id of the dataset with this key, or None (one lookup in the key's index).
+
+    A built version never changes, so its key and build id name its manifest
+    for good (docs/decisions.md#immutable-resources); the build id also tells
+    a version apart from one built again under the same key after a removal.
+    """
+    dataset_key_validate(key)
+    return Dataset.objects.filter(key=key).values_list("build_id", flat=True).first()
+
+
 def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
     """`limit` datasets from `offset`, newest first (created_at, then id)."""
     return list(
