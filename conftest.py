@@ -45,6 +45,13 @@ def data_dir(_isolated_data_dir: Path) -> Path:
     return _isolated_data_dir
 
 
+@pytest.fixture
+def openapi(client: Any) -> dict[str, Any]:
+    """The API's OpenAPI document as the server publishes it."""
+    document: dict[str, Any] = client.get("/api/openapi.json").json()
+    return document
+
+
 def chromium_executable() -> str | None:
     for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser"):
         if candidate and (path := shutil.which(candidate)):

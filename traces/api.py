@@ -1,11 +1,11 @@
 """JSON API of the traces app (mounted at /api/traces by tunix_registry.api).
 
-Paths, fields, status codes and messages follow REFERENCE §4. Request bodies
-are read here (bounded, see `_read_body`) and validated by `traces.schemas`,
-the same schema the upload page and `import_traces` use. The hot handlers
-return ready JSON (`tunix_registry.rendering`, the API's one encoder) instead
-of re-validating their output through a response model; the declared response
-schemas document the same shapes.
+Request bodies are read here (bounded, see `_read_body`) and validated by
+`traces.schemas`, the same schema the upload page and `import_traces` use.
+Responses are the declared schemas below, rendered by the API's one renderer.
+A trace never changes once stored (docs/decisions.md#immutable-resources):
+its detail carries an identity ETag and is answered 304 without being read;
+the list is revalidated with the ETag of its body.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from ninja.errors import HttpError, ValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 from pydantic import ValidationError as PydanticValidationError
 
 from traces import selectors, services
@@ -31,10 +31,10 @@ from traces.schemas import (
     trace_batch_validate_json,
     trace_payload_validate_json,
 )
-from traces.services import iso_z
 from tunix_registry.fields import PageLimit, PageOffset
+from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
-from tunix_registry.rendering import json_bytes, json_response, json_text, raw_json_response
+from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["traces"])
 
@@ -47,6 +47,10 @@ class TraceCreateOut(Schema):
     id: uuid.UUID
     created_at: datetime
     trace_version: str
+
+    @field_serializer("created_at")
+    def _created_at(self, value: datetime) -> str:
+        return utc_iso(value)
 
 
 class TraceBatchOut(Schema):
@@ -80,6 +84,10 @@ class ScoreDetailsOut(Schema):
     length_score: float
     criteria: str
     scored_at: datetime
+
+    @field_serializer("scored_at")
+    def _scored_at(self, value: datetime) -> str:
+        return utc_iso(value)
 
 
 class ScoreOut(Schema):
@@ -118,10 +126,6 @@ def _required_body(request: HttpRequest, *, limit: int) -> bytes:
     return body
 
 
-def _summary(trace_id: uuid.UUID, created_at: datetime, version: str) -> dict[str, str]:
-    return {"id": str(trace_id), "created_at": iso_z(created_at), "trace_version": version}
-
-
 def _not_found(trace_id: uuid.UUID, what: str = "Trace") -> HttpError:
     return HttpError(404, f"{what} {trace_id} not found")
 
@@ -156,14 +160,13 @@ _BATCH_BODY = {
     summary="Create a trace",
     openapi_extra=_TRACE_BODY,
 )
-def trace_create(request: HttpRequest) -> HttpResponse:
+def trace_create(request: HttpRequest) -> Status[services.TraceCreated]:
     body = _required_body(request, limit=settings.TRACE_MAX_BYTES)
     try:
         payload = trace_payload_validate_json(body)
     except TraceInvalid as exc:
         raise ValidationError(exc.with_loc_prefix("body")) from None
-    trace = services.trace_create(payload=payload)
-    return json_response(_summary(trace.id, trace.created_at, trace.trace_version), 201)
+    return Status(201, services.trace_create(payload=payload))
 
 
 @router.post(
@@ -172,7 +175,7 @@ def trace_create(request: HttpRequest) -> HttpResponse:
     summary="Create up to 1000 traces, all or nothing",
     openapi_extra=_BATCH_BODY,
 )
-def trace_create_batch(request: HttpRequest) -> HttpResponse:
+def trace_create_batch(request: HttpRequest) -> Status[dict[str, Any]]:
     body = _required_body(request, limit=settings.TRACE_BATCH_MAX_BYTES)
     try:
         payloads = trace_batch_validate_json(body)
@@ -183,36 +186,27 @@ def trace_create_batch(request: HttpRequest) -> HttpResponse:
     if len(payloads) > MAX_BATCH:
         raise HttpError(400, f"Batch size ({len(payloads)}) exceeds maximum ({MAX_BATCH})")
     rows = services.trace_create_batch(payloads=payloads)
-    return json_response(
-        {
-            "created_count": len(rows),
-            "traces": [_summary(t.id, t.created_at, t.trace_version) for t in rows],
-        },
-        201,
-    )
-
-
-def trace_list_body(*, limit: int, offset: int) -> bytes:
-    """The JSON body of a trace list page (limit and offset already checked).
-
-    Shared with `tunix_registry.hotpath`, which answers the same request
-    without the rest of Django's request cycle.
-    """
-    rows = selectors.trace_summary_page(limit=limit, offset=offset)
-    items, pagination = page_of(rows, limit, offset)
-    return json_bytes({"data": items, "pagination": pagination})
+    return Status(201, {"created_count": len(rows), "traces": rows})
 
 
 @router.get("", response={200: TraceListOut}, summary="List traces, newest first")
-def trace_list(request: HttpRequest, limit: PageLimit = 20, offset: PageOffset = 0) -> HttpResponse:
+def trace_list(
+    request: HttpRequest, response: HttpResponse, limit: PageLimit = 20, offset: PageOffset = 0
+) -> dict[str, Any]:
     check_page(limit, offset)
-    return raw_json_response(trace_list_body(limit=limit, offset=offset))
+    items, pagination = page_of(
+        selectors.trace_summary_page(limit=limit, offset=offset), limit, offset
+    )
+    mark_revalidate(response)
+    return {"data": items, "pagination": pagination}
 
 
 def _with_score(trace: Trace) -> dict[str, Any]:
     score, _ = services.baseline_score(payload=trace.payload, scored_at=trace.created_at)
     return {
-        **_summary(trace.id, trace.created_at, trace.trace_version),
+        "id": trace.id,
+        "created_at": trace.created_at,
+        "trace_version": trace.trace_version,
         "score": score,
         "payload": trace.payload,
     }
@@ -224,33 +218,35 @@ def _with_score(trace: Trace) -> dict[str, Any]:
     response={200: CompareOut, 404: ErrorOut},
     summary="Two traces side by side with their baseline scores (not stored)",
 )
-def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> HttpResponse:
+def trace_compare(request: HttpRequest, base: uuid.UUID, other: uuid.UUID) -> dict[str, Any]:
     base_trace = selectors.trace_get(trace_id=base)
     if base_trace is None:
         raise _not_found(base, "Base trace")
     other_trace = base_trace if other == base else selectors.trace_get(trace_id=other)
     if other_trace is None:
         raise _not_found(other, "Other trace")
-    return json_response({"base": _with_score(base_trace), "other": _with_score(other_trace)})
+    return {"base": _with_score(base_trace), "other": _with_score(other_trace)}
 
 
-def trace_detail_body(*, trace_id: uuid.UUID) -> bytes | None:
-    """The JSON body of one trace, or None when there is no such trace (shared with hotpath)."""
-    found = selectors.trace_detail_json(trace_id=trace_id)
-    if found is None:
-        return None
-    summary, payload = found
-    # The stored JSON text is spliced in as is: no parse and re-serialise.
-    head = json_text(summary)
-    return (head[:-1] + ',"payload":' + payload + "}").encode()
-
-
-@router.get("/{trace_id}", response={200: TraceDetailOut, 404: ErrorOut}, summary="One trace")
-def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
-    body = trace_detail_body(trace_id=trace_id)
-    if body is None:
+@router.get(
+    "/{trace_id}",
+    response={200: TraceDetailOut, 304: None, 404: ErrorOut},
+    summary="One trace (immutable: conditional requests are answered 304)",
+)
+def trace_detail(
+    request: HttpRequest, response: HttpResponse, trace_id: uuid.UUID
+) -> Trace | HttpResponse:
+    etag = strong_etag("trace", trace_id)
+    unchanged = not_modified(
+        request, etag, exists=lambda: selectors.trace_exists(trace_id=trace_id)
+    )
+    if unchanged is not None:
+        return unchanged
+    trace = selectors.trace_get(trace_id=trace_id)
+    if trace is None:
         raise _not_found(trace_id)
-    return raw_json_response(body)
+    mark_immutable(response, etag)
+    return trace
 
 
 @router.post(
@@ -264,7 +260,7 @@ def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
         }
     },
 )
-def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
+def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> Status[dict[str, Any]]:
     body = _required_body(request, limit=64 * 1024)
     try:
         criteria = ScoreRequest.model_validate_json(body).criteria
@@ -276,6 +272,4 @@ def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
         score = services.trace_score(trace_id=trace_id, criteria=criteria)
     except Trace.DoesNotExist:
         raise _not_found(trace_id) from None
-    return json_response(
-        {"trace_id": str(trace_id), "score": score.score, "details": score.details}, 201
-    )
+    return Status(201, {"trace_id": trace_id, "score": score.score, "details": score.details})

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Substr
 
 from traces.models import Score, Trace
-from tunix_registry.sqltime import iso_utc, pg_utc_text
 
 PROMPT_PREVIEW_CHARS = 120
+
+
+def _newest_first() -> QuerySet[Trace]:
+    """Every trace, newest first, the id breaking ties (served by the (created_at, id) index)."""
+    return Trace.objects.order_by("-created_at", "-id")
 
 
 def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
@@ -23,84 +24,18 @@ def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
     return Trace.objects.filter(pk=trace_id).first()
 
 
-# The two hottest reads of the API (list and detail) are plain SQL returning
-# JSON-ready text: building and compiling the equivalent querysets, and
-# loading timestamps into aware datetimes (a Python-level loader per row on
-# psycopg), cost more CPU than the queries themselves. Both select by primary
-# key or walk the (created_at, id) index.
-_TABLE = Trace._meta.db_table
-# PostgreSQL renders id and UTC time as text itself; SQLite already stores text.
-# (Aliased: a bare `id` in ORDER BY would otherwise mean the text column and
-# force a sort instead of the index walk.)
-_PG_TEXT_COLUMNS = f"id::text AS id_text, {pg_utc_text('created_at')}"
-SUMMARY_SQL_POSTGRESQL = (
-    f"SELECT {_PG_TEXT_COLUMNS}, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
-    f"ORDER BY {_TABLE}.created_at DESC, {_TABLE}.id DESC LIMIT %s OFFSET %s"
-)
-_SUMMARY_SQL_SQLITE = (
-    f"SELECT id, created_at, trace_version FROM {_TABLE} "  # noqa: S608 (constants only)
-    "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
-)
-_DETAIL_SQL_POSTGRESQL = (
-    f"SELECT {_PG_TEXT_COLUMNS}, trace_version, payload::text FROM {_TABLE} "  # noqa: S608
-    "WHERE id = %s"
-)
-_DETAIL_SQL_SQLITE = f"SELECT id, created_at, trace_version, payload FROM {_TABLE} WHERE id = %s"  # noqa: S608
+def trace_exists(*, trace_id: uuid.UUID) -> bool:
+    """Whether the trace is still stored (a primary-key probe, no row read)."""
+    return Trace.objects.filter(pk=trace_id).exists()
 
 
-def _id_text(value: str) -> str:
-    # SQLite stores 32 hex digits; PostgreSQL already answers in the dashed form.
-    if len(value) == 32:
-        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
-    return value
+def trace_summary_page(*, limit: int, offset: int) -> list[dict[str, Any]]:
+    """`limit + 1` `{"id", "created_at", "trace_version"}` rows, newest first.
 
-
-def _time_text(value: str | datetime) -> str:
-    """UTC "YYYY-MM-DD[T ]HH:MM:SS[.ffffff]" as `iso_z` renders it (no fraction when zero).
-
-    (Django's SQLite connection converts datetime columns to naive UTC datetimes.)
+    Reads no payloads: the page walks the (created_at, id) index.
     """
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    return iso_utc(value.replace(" ", "T", 1), "Z")
-
-
-def trace_summary_page(*, limit: int, offset: int) -> list[dict[str, str]]:
-    """`limit + 1` `{"id", "created_at", "trace_version"}` items, newest first, id as tie-breaker.
-
-    JSON-ready strings (created_at as `...Z`). Reads no payloads; served by the
-    (created_at, id) index.
-    """
-    db = connections[DEFAULT_DB_ALIAS]  # looked up once: each proxy access costs
-    postgresql = db.vendor == "postgresql"
-    with db.cursor() as cursor:
-        cursor.execute(
-            SUMMARY_SQL_POSTGRESQL if postgresql else _SUMMARY_SQL_SQLITE, [limit + 1, offset]
-        )
-        rows = cursor.fetchall()
-    return [
-        {"id": _id_text(i), "created_at": _time_text(c), "trace_version": v} for i, c, v in rows
-    ]
-
-
-def trace_detail_json(*, trace_id: uuid.UUID) -> tuple[dict[str, str], str] | None:
-    """One trace as (`{"id", "created_at", "trace_version"}`, payload as JSON text), or None.
-
-    The payload stays JSON text (jsonb rendered by PostgreSQL, stored text on
-    SQLite) so the API can answer without parsing and re-serialising it.
-    """
-    db = connections[DEFAULT_DB_ALIAS]
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            cursor.execute(_DETAIL_SQL_POSTGRESQL, [trace_id])
-        else:
-            cursor.execute(_DETAIL_SQL_SQLITE, [trace_id.hex])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    summary = {"id": _id_text(row[0]), "created_at": _time_text(row[1]), "trace_version": row[2]}
-    payload = row[3] if isinstance(row[3], str) else json.dumps(row[3])
-    return summary, payload
+    rows = _newest_first().values("id", "created_at", "trace_version")
+    return [dict(row) for row in rows[offset : offset + limit + 1]]
 
 
 def trace_list_page(*, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -112,7 +47,7 @@ def trace_list_page(*, limit: int, offset: int) -> list[dict[str, Any]]:
     """
     latest = Score.objects.filter(trace=OuterRef("pk")).order_by("-created_at", "-id")
     rows = (
-        Trace.objects.order_by("-created_at", "-id")
+        _newest_first()
         .annotate(
             prompt_preview=Substr(KT("payload__prompt"), 1, PROMPT_PREVIEW_CHARS + 1),
             latest_score=Subquery(latest.values("score")[:1]),

@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any, NamedTuple
 
 from django.db import connection, transaction
@@ -19,13 +19,9 @@ from django.utils import timezone
 
 from traces.models import Score, Trace
 from traces.schemas import TraceInvalid, trace_payload_dump, trace_payload_validate_json
+from tunix_registry.timestamps import utc_iso
 
 BASELINE = "baseline"
-
-
-def iso_z(moment: datetime) -> str:
-    """ISO-8601 in UTC with a `Z` suffix, as the original's trace responses render it."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class TraceCreated(NamedTuple):
@@ -135,7 +131,7 @@ def baseline_score(*, payload: dict[str, Any], scored_at: datetime) -> tuple[flo
         "step_score": round(step_score, 2),
         "length_score": round(length_score, 2),
         "criteria": BASELINE,
-        "scored_at": iso_z(scored_at),
+        "scored_at": utc_iso(scored_at),
     }
     return score, details
 
