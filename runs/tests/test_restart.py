@@ -103,6 +103,8 @@ def test_runs_survive_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "server-data"
     data_dir.mkdir()
     manage(data_dir, "migrate", "--noinput", "-v", "0")
+    # A production server refuses to start without collected static files.
+    manage(data_dir, "collectstatic", "--noinput", "-v", "0")
 
     with server(data_dir) as base:
         made = [
