@@ -14,8 +14,8 @@ from django.conf import settings
 TUNIX_DISTRIBUTION = "google-tunix"
 
 RUNTIME_UNAVAILABLE_MESSAGE = (
-    "Tunix runtime not available. Install with: pip install -e '.[tunix]' "
-    "or set dry_run=true to validate without executing."
+    "Tunix runtime not available. Install with: EXTRAS=tunix make run "
+    "(or pip install -e '.[tunix]') or set dry_run=true to validate without executing."
 )
 STATUS_AVAILABLE_MESSAGE = (
     "Tunix runtime is available. Supports dry-run validation and local execution. "
@@ -23,7 +23,7 @@ STATUS_AVAILABLE_MESSAGE = (
 )
 STATUS_UNAVAILABLE_MESSAGE = (
     "Tunix runtime not installed. Dry-run mode available for validation. "
-    "Install Tunix for local execution: pip install -e '.[tunix]'"
+    "Install Tunix for local execution: EXTRAS=tunix make run (or pip install -e '.[tunix]')"
 )
 
 
