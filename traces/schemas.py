@@ -1,4 +1,4 @@
-"""The ReasoningTrace contract (REFERENCE §4.1) and its one validation path.
+"""The ReasoningTrace contract and its one validation path.
 
 The API, the upload page and `manage.py import_traces` all validate through
 the functions below, so a trace accepted by one entry point is accepted by all

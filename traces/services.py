@@ -120,7 +120,7 @@ def trace_create_batch(*, payloads: list[dict[str, Any]]) -> list[TraceCreated]:
 
 
 def baseline_score(*, payload: dict[str, Any], scored_at: datetime) -> tuple[float, dict[str, Any]]:
-    """The original's baseline scorer (REFERENCE §4.5), Python `round` included."""
+    """The baseline scorer: step count and step length, each worth 50 points (Python `round`)."""
     steps = payload["steps"]
     n = len(steps)
     total_chars = sum(len(step["content"]) for step in steps)

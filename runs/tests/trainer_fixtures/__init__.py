@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def render(prompt: str, steps: list[str], answer: str) -> str:
-    """Gemma rendering of REFERENCE §5.3."""
+    """The Gemma chat rendering of a trace (user turn, model turn with reasoning and answer)."""
     reasoning = "Reasoning:\n" + "".join(f"{k}. {step}\n" for k, step in enumerate(steps, start=1))
     return (
         f"<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
@@ -52,7 +52,7 @@ def manifest_dict(
     batch_size: int = 8,
     max_seq_length: int = 256,
 ) -> dict[str, Any]:
-    """The §6.3 manifest shape, key order included."""
+    """The training manifest's shape, key order included."""
     return {
         "version": "1.0",
         "runner": "tunix",
