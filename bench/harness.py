@@ -270,7 +270,7 @@ class Server:
                 body=_lua_string(body) if body is not None else "nil",
                 ctype=content_type,
                 headers=", ".join(
-                    f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in (headers or {}).items()
+                    f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in (headers or {}).items()
                 ),
             )
         )
