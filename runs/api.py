@@ -1,11 +1,17 @@
-"""JSON API of the runs app, mounted at /api/tunix (REFERENCE §6, §7)."""
+"""JSON API of the runs app, mounted at /api/tunix.
+
+Run reads return TunixRun objects that ninja serialises through the declared
+response schemas (runs.schemas), with the API's one renderer. A finished run is
+immutable: its detail has an identity ETag and is answered 304 after only a
+primary-key check; live runs and the list revalidate against a body ETag
+(tunix_registry.http_cache, docs/decisions.md#immutable-resources).
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
@@ -13,6 +19,7 @@ from ninja.errors import HttpError
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.selectors import dataset_export_lines, dataset_get, traces_export_lines
 from runs import execution, manifest, runtime, selectors, services
+from runs.models import TunixRun
 from runs.schemas import (
     RunMetricsResponse,
     TunixExportRequest,
@@ -24,8 +31,8 @@ from runs.schemas import (
     TunixStatusResponse,
 )
 from tunix_registry.fields import PageLimit, PageOffset, Text
+from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import check_page
-from tunix_registry.rendering import json_bytes, raw_json_response
 
 router = Router(tags=["runs"])
 
@@ -117,39 +124,13 @@ def sft_manifest(request: HttpRequest, body: TunixManifestRequest) -> Status[dic
     response={200: TunixRunResponse, 422: ErrorOut, 501: ErrorOut},
     summary="Launch a run (dry-run by default) and wait for its outcome",
 )
-def tunix_run(request: HttpRequest, body: TunixRunRequest) -> dict[str, Any]:
+def tunix_run(request: HttpRequest, body: TunixRunRequest) -> TunixRun:
     try:
-        run = execution.run_execute(started=services.run_start(request=body))
+        return execution.run_execute(started=services.run_start(request=body))
     except services.TunixRuntimeUnavailable as exc:
         raise HttpError(501, str(exc)) from None
     except services.InvalidRunRequest as exc:
         raise HttpError(422, str(exc)) from None
-    return services.run_response(run)
-
-
-def run_list_body(
-    *,
-    status: str | None,
-    dataset_key: str | None,
-    mode: str | None,
-    limit: int,
-    offset: int,
-    cursor: str | None,
-) -> bytes:
-    """The JSON body of a page of the registry (limit and offset already checked).
-
-    Raises selectors.InvalidCursor. Shared with `tunix_registry.hotpath`, which
-    answers the same request without the rest of Django's request cycle.
-    """
-    page = selectors.run_list_json(
-        status=status,
-        dataset_key=dataset_key,
-        mode=mode,
-        limit=limit,
-        offset=offset,
-        cursor=cursor,
-    )
-    return json_bytes({"data": page.items, "pagination": page.pagination})
 
 
 @router.get(
@@ -157,10 +138,12 @@ def run_list_body(
     response={200: TunixRunListResponse, 422: ErrorOut},
     summary="The run registry, newest first",
 )
-def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
+def run_list(
+    request: HttpRequest, response: HttpResponse, query: Query[RunListQuery]
+) -> dict[str, Any]:
     check_page(query.limit, query.offset)
     try:
-        body = run_list_body(
+        page = selectors.run_list(
             status=query.status,
             dataset_key=query.dataset_key,
             mode=query.mode,
@@ -170,41 +153,44 @@ def run_list(request: HttpRequest, query: Query[RunListQuery]) -> HttpResponse:
         )
     except selectors.InvalidCursor as exc:
         raise HttpError(422, str(exc)) from None
-    return raw_json_response(body)
+    mark_revalidate(response)
+    return {"data": page.items, "pagination": page.pagination}
 
 
 def _run_not_found(run_id: uuid.UUID) -> HttpError:
     return HttpError(404, f"Tunix run not found: {run_id}")
 
 
-def _run_or_404(run_id: uuid.UUID) -> Any:
+def _run_or_404(run_id: uuid.UUID) -> TunixRun:
     run = selectors.run_get(run_id=run_id)
     if run is None:
         raise _run_not_found(run_id)
     return run
 
 
-def run_detail_body(*, run_id: uuid.UUID) -> bytes | None:
-    """The JSON body of one run as stored, or None if there is none (shared with hotpath)."""
-    values: dict[str, Any] | None
-    if connection.vendor == "postgresql":
-        values = selectors.run_detail_values(run_id=run_id)
-    else:
-        run = selectors.run_get(run_id=run_id)
-        values = None if run is None else services.run_response(run)
-    return None if values is None else json_bytes(values)
+def final_etag(run_id: uuid.UUID) -> str:
+    """The ETag of a finished run's detail: its identity alone, since it never changes."""
+    return strong_etag("run", run_id, "final")
 
 
 @router.get(
     "/runs/{run_id}",
-    response={200: TunixRunResponse, 404: ErrorOut, 422: ErrorOut},
+    response={200: TunixRunResponse, 304: None, 404: ErrorOut, 422: ErrorOut},
     summary="One run, as stored",
 )
-def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    body = run_detail_body(run_id=run_id)
-    if body is None:
-        raise _run_not_found(run_id)
-    return raw_json_response(body)
+def run_detail(request: HttpRequest, response: HttpResponse, run_id: uuid.UUID) -> Any:
+    etag = final_etag(run_id)
+    cached = not_modified(
+        request, etag, exists=lambda: selectors.run_finished_exists(run_id=run_id)
+    )
+    if cached is not None:
+        return cached
+    run = _run_or_404(run_id)
+    if run.is_terminal:
+        mark_immutable(response, etag)
+    else:
+        mark_revalidate(response)
+    return run
 
 
 @router.get(

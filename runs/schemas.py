@@ -1,18 +1,30 @@
-"""Request and response shapes of the Tunix API (REFERENCE §6, §7).
+"""Request and response shapes of the Tunix API.
 
 Field names, defaults and ranges are the original's; unknown request fields are
-ignored (pydantic's default), as the original did.
+ignored (pydantic's default), as the original did. The response schemas are the
+one serialisation of a run: handlers return TunixRun objects and ninja builds
+these from their attributes (`from_attributes`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from ninja import Field, Schema
+from pydantic import AliasChoices, PlainSerializer, WithJsonSchema
 
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Text
 from tunix_registry.pagination import PaginationOut
+from tunix_registry.timestamps import utc_iso
+
+# A run's moment as the API writes it: ISO-8601 in UTC ending in +00:00.
+RunMoment = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: utc_iso(moment, suffix="+00:00"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class TunixRunRequest(Schema):
@@ -54,11 +66,14 @@ class TunixRunResponse(Schema):
     stdout: str
     stderr: str
     duration_seconds: float | None
-    started_at: str
-    completed_at: str | None
+    started_at: RunMoment
+    completed_at: RunMoment | None
     message: str
-    # Additive (issue 7): the metrics summary of a local run, null when none.
-    metrics: RunMetricsSummaryOut | None = None
+    # Additive: the metrics summary of a local run, null when none. Read from
+    # TunixRun.metrics_summary (`metrics` on a run is its per-step rows).
+    metrics: RunMetricsSummaryOut | None = Field(
+        None, validation_alias=AliasChoices("metrics_summary", "metrics")
+    )
 
 
 class TunixRunListItem(Schema):
@@ -67,7 +82,7 @@ class TunixRunListItem(Schema):
     model_id: str
     mode: str
     status: str
-    started_at: str
+    started_at: RunMoment
     duration_seconds: float | None
 
 

@@ -263,32 +263,3 @@ def _interrupted_outcome(run: TunixRun, now: datetime, host: str) -> RunOutcome:
         completed_at=now,
         metrics=metrics,
     )
-
-
-# --- Response shape --------------------------------------------------------------------
-# Read-side, not a write: it goes once TunixRunResponse (runs/schemas.py) serialises
-# every run on its own.
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def run_response(run: TunixRun) -> dict[str, Any]:
-    """The TunixRunResponse dict of a run (timestamps end in +00:00)."""
-    return {
-        "run_id": run.run_id,
-        "status": run.status,
-        "mode": run.mode,
-        "dataset_key": run.dataset_key,
-        "model_id": run.model_id,
-        "output_dir": run.output_dir,
-        "exit_code": run.exit_code,
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-        "duration_seconds": run.duration_seconds,
-        "started_at": _iso(run.started_at),
-        "completed_at": _iso(run.completed_at),
-        "message": run.message,
-        "metrics": run.metrics_summary,
-    }

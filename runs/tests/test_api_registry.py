@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -319,40 +320,187 @@ def test_runs_cannot_be_deleted_patched_or_retried(client: Client) -> None:
     assert TunixRun.objects.values().get(pk=run.pk) == before
 
 
-def test_api_rows_and_page_rows_agree_for_every_way_of_paging() -> None:
-    from runs.selectors import run_list, run_list_json
-
-    # Whole seconds for some runs: isoformat() then has no fraction, and the
-    # database-rendered text must drop it the same way.
+@pytest.fixture
+def tied_runs() -> list[TunixRun]:
+    """230 runs over three datasets, two statuses and two modes; pairs share created_at."""
     moment = timezone.now().replace(microsecond=0)
+    runs = []
     for i in range(230):
-        TunixRunFactory.create(
-            status=(RunStatus.COMPLETED, RunStatus.FAILED)[i % 2],
-            mode=(RunMode.DRY_RUN, RunMode.LOCAL)[i % 8 == 0],
-            dataset_key=f"k{i % 3}-v1",
-            # pairs of runs share a timestamp, so the run_id tie-breaker matters
-            started_at=moment - timedelta(seconds=i // 2, microseconds=(i // 2) % 3 * 250_001),
+        when = moment - timedelta(seconds=i // 2, microseconds=(i // 2) % 3 * 250_001)
+        runs.append(
+            TunixRunFactory.create(
+                status=(RunStatus.COMPLETED, RunStatus.FAILED)[i % 2],
+                mode=(RunMode.DRY_RUN, RunMode.LOCAL)[i % 8 == 0],
+                dataset_key=f"k{i % 3}-v1",
+                started_at=when,
+                created_at=when,
+            )
         )
-    first = run_list(limit=5)
-    cases: list[dict[str, Any]] = [
-        {},
-        {"status": "failed"},
-        {"dataset_key": "k1-v1", "mode": "local"},
-        {"offset": 7, "limit": 3},
-        {"offset": 201, "limit": 10},
-        {"offset": 205, "limit": 50, "status": "", "dataset_key": ""},
-        {"offset": 100, "limit": 10, "status": "completed"},
-        {"offset": 200, "limit": 5, "mode": "dry-run"},
-        {"cursor": first.pagination["next_cursor"], "limit": 100},
-        {"cursor": first.pagination["next_cursor"], "status": "failed", "mode": "dry-run"},
-    ]
-    for params in cases:
-        pages = run_list(**params), run_list_json(**params)
-        assert [str(r.run_id) for r in pages[0].items] == [r["run_id"] for r in pages[1].items], (
-            params
-        )
-        assert [r.started_at.isoformat() for r in pages[0].items] == [
-            r["started_at"] for r in pages[1].items
-        ], params
-        assert pages[0].pagination == pages[1].pagination, params
-        assert pages[0].items, params
+    return runs
+
+
+PAGE_CASES: list[dict[str, Any]] = [
+    {},
+    {"status": "failed"},
+    {"dataset_key": "k1-v1", "mode": "local"},
+    {"status": "completed", "dataset_key": "k2-v1", "mode": "dry-run"},
+    {"offset": 7, "limit": 3},
+    {"offset": 201, "limit": 10},
+    {"offset": 205, "limit": 50, "status": "", "dataset_key": ""},
+    {"offset": 100, "limit": 10, "status": "completed"},
+    {"offset": 200, "limit": 5, "mode": "dry-run"},
+    {"offset": 229, "limit": 5},
+    {"offset": 400, "limit": 5},
+]
+
+
+def _plain(**params: Any) -> list[str]:
+    """The ids of a page by the plainest ORM query there is."""
+    qs = TunixRun.objects.order_by("-created_at", "-run_id")
+    for name in ("status", "dataset_key", "mode"):
+        if params.get(name):
+            qs = qs.filter(**{name: params[name]})
+    offset, limit = params.get("offset", 0), params.get("limit", 20)
+    return [str(run_id) for run_id in qs.values_list("run_id", flat=True)[offset : offset + limit]]
+
+
+def test_list_pages_equal_the_plain_orm_query_across_ties(
+    client: Client, tied_runs: list[TunixRun]
+) -> None:
+    for params in PAGE_CASES:
+        body = get(client, **params).json()
+        assert ids(body) == _plain(**params), params
+        total = TunixRun.objects.filter(
+            **{k: v for k, v in params.items() if k in ("status", "dataset_key", "mode") and v}
+        ).count()
+        limit, offset = params.get("limit", 20), params.get("offset", 0)
+        expected_next = offset + limit if offset + limit < total else None
+        assert body["pagination"]["next_offset"] == expected_next, params
+
+
+@pytest.mark.parametrize(
+    "filters", [{}, {"status": "failed"}, {"dataset_key": "k0-v1", "mode": "dry-run"}]
+)
+def test_following_cursors_walks_every_run_once_in_order(
+    client: Client, tied_runs: list[TunixRun], filters: dict[str, str]
+) -> None:
+    seen: list[str] = []
+    params: dict[str, Any] = {**filters, "limit": 17}
+    while True:
+        body = get(client, **params).json()
+        seen += ids(body)
+        if body["pagination"]["next_cursor"] is None:
+            break
+        assert body["pagination"]["next_offset"] is not None or "cursor" in params
+        params = {**filters, "limit": 17, "cursor": body["pagination"]["next_cursor"]}
+    assert seen == _plain(**filters, limit=1000)
+
+
+def test_page_history_and_api_list_show_the_same_runs(
+    client: Client, tied_runs: list[TunixRun]
+) -> None:
+    from django.urls import reverse
+
+    for params in PAGE_CASES:
+        if params.get("offset", 0) > 1000:
+            continue
+        page = client.get(reverse("runs:home"), {**params, "history": 1})
+        assert page.status_code == 200, params
+        rows = re.findall(r'data-testid="tunix:history-row-([0-9a-f-]+)"', page.content.decode())
+        assert rows == ids(get(client, **params).json()), params
+
+
+# --- Bodies against their declared schemas ----------------------------------
+
+
+def _assert_fits(schema: type[Any], body: dict[str, Any]) -> None:
+    schema.model_validate(body)
+    assert set(body) == set(schema.model_fields), schema
+
+
+def test_run_bodies_fit_their_declared_schemas(client: Client) -> None:
+    from runs.schemas import TunixRunListItem, TunixRunListResponse, TunixRunResponse
+
+    local = TunixRunFactory.create(
+        mode=RunMode.LOCAL, status=RunStatus.COMPLETED, metrics_steps=3, final_loss=0.5
+    )
+    TunixRunFactory.create(status=RunStatus.RUNNING, completed_at=None)
+    listed = get(client).json()
+    _assert_fits(TunixRunListResponse, listed)
+    for item in listed["data"]:
+        _assert_fits(TunixRunListItem, item)
+    detail = get(client, f"{URL}/{local.run_id}").json()
+    _assert_fits(TunixRunResponse, detail)
+    assert detail["metrics"] == {
+        "steps": 3,
+        "final_loss": 0.5,
+        "best_eval_loss": local.best_eval_loss,
+        "tokens_per_second": local.tokens_per_second,
+    }
+    assert detail["started_at"] == local.started_at.isoformat()
+    assert local.completed_at is not None
+    assert detail["completed_at"] == local.completed_at.isoformat()
+    launched = client.post(
+        "/api/tunix/run",
+        {"dataset_key": "some-v1", "model_id": "m"},
+        content_type="application/json",
+    ).json()
+    _assert_fits(TunixRunResponse, launched)
+
+
+# --- HTTP caching -------------------------------------------------------------
+
+
+def test_a_finished_run_is_immutable_and_revalidated_with_one_query(
+    client: Client, django_assert_max_num_queries: Any
+) -> None:
+    run = TunixRunFactory.create(status=RunStatus.COMPLETED)
+    url = f"{URL}/{run.run_id}"
+    first = client.get(url)
+    etag = first["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert "immutable" in first["Cache-Control"] and "max-age=" in first["Cache-Control"]
+    with django_assert_max_num_queries(1):
+        again = client.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again["ETag"] == etag
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_a_gone_run_is_a_404_even_with_its_old_etag(client: Client) -> None:
+    run = TunixRunFactory.create(status=RunStatus.FAILED)
+    url = f"{URL}/{run.run_id}"
+    etag = client.get(url)["ETag"]
+    TunixRun.objects.filter(pk=run.pk).delete()
+    response = client.get(url, headers={"If-None-Match": etag})
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Tunix run not found: {run.run_id}"}
+
+
+def test_a_running_run_revalidates_and_its_etag_changes_when_it_finishes(client: Client) -> None:
+    run = TunixRunFactory.create(status=RunStatus.RUNNING, completed_at=None)
+    url = f"{URL}/{run.run_id}"
+    live = client.get(url)
+    assert live.status_code == 200
+    assert "no-cache" in live["Cache-Control"] and "immutable" not in live["Cache-Control"]
+    assert client.get(url, headers={"If-None-Match": live["ETag"]}).status_code == 304
+    TunixRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.COMPLETED, completed_at=timezone.now(), exit_code=0
+    )
+    finished = client.get(url, headers={"If-None-Match": live["ETag"]})
+    assert finished.status_code == 200
+    assert finished.json()["status"] == "completed"
+    assert finished["ETag"] != live["ETag"]
+    assert "immutable" in finished["Cache-Control"]
+
+
+def test_the_list_revalidates_against_its_body(client: Client) -> None:
+    runs_at(2)
+    first = client.get(URL)
+    assert "no-cache" in first["Cache-Control"]
+    assert client.get(URL, headers={"If-None-Match": first["ETag"]}).status_code == 304
+    TunixRunFactory.create()
+    changed = client.get(URL, headers={"If-None-Match": first["ETag"]})
+    assert changed.status_code == 200
+    assert changed["ETag"] != first["ETag"]

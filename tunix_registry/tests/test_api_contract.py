@@ -100,7 +100,7 @@ def test_a_database_error_is_a_json_503(client: Client, monkeypatch: Any, caplog
     def down(**kwargs: Any) -> Any:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("runs.selectors.run_list_json", down)
+    monkeypatch.setattr("runs.selectors.run_list", down)
     with caplog.at_level(logging.ERROR):
         response = client.get("/api/tunix/runs")
     assert response.status_code == 503
