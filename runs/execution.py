@@ -26,6 +26,7 @@ from runs.models import RunMode, RunStatus, TunixRun
 from runs.outcomes import RunOutcome, log_excerpt, outcome_fields
 from runs.outputs import output_dir_absolute, outputs_root
 from runs.processes import host_name, process_group_stop
+from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 from runs.schemas import TunixRunRequest
 from runs.services import StartedRun, run_finish, run_trainer_record
 
@@ -59,6 +60,17 @@ def run_execute(*, started: StartedRun) -> TunixRun:
         return run
     _record(started, outcome, reason=_finish_reason(outcome))
     return run
+
+
+def run_fail_unavailable(*, started: StartedRun) -> TunixRun:
+    """End a claimed local run `failed`: this worker has no Tunix runtime to train with."""
+    outcome = RunOutcome(
+        status=RunStatus.FAILED,
+        stderr=f"{RUNTIME_UNAVAILABLE_MESSAGE} (on worker host {host_name()})",
+        message="Local execution failed: Tunix runtime not installed on the worker",
+    )
+    _record(started, outcome, reason=outcome.message)
+    return started.run
 
 
 def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:

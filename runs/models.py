@@ -14,10 +14,11 @@ from django.utils import timezone
 
 
 class RunStatus(models.TextChoices):
-    # `pending` is reserved for queued execution: nothing writes it while runs execute
-    # synchronously (docs/decisions.md#status-values).
+    # When each is written: docs/decisions.md#status-values.
     PENDING = "pending", "pending"
     RUNNING = "running", "running"
+    CANCEL_REQUESTED = "cancel_requested", "cancel_requested"
+    CANCELLED = "cancelled", "cancelled"
     COMPLETED = "completed", "completed"
     FAILED = "failed", "failed"
     TIMEOUT = "timeout", "timeout"
@@ -29,7 +30,13 @@ class RunMode(models.TextChoices):
     LOCAL = "local", "local"
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT})
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED}
+)
+# A run some process is (or will be) executing.
+ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCEL_REQUESTED})
+# A run whose supervisor beats: it holds a lease (TUNIX_RUN_LEASE_SECONDS).
+EXECUTING_STATUSES = frozenset({RunStatus.RUNNING, RunStatus.CANCEL_REQUESTED})
 
 
 def _list_index(*equality: str, name: str) -> models.Index:
@@ -75,8 +82,20 @@ class TunixRun(models.Model):
     # Identifies that process beyond its pid (boot id + start time on Linux), so a
     # recycled pid after a restart is not mistaken for the original process.
     supervisor_fingerprint = models.CharField(max_length=128, blank=True, default="")
-    # Metrics summary, from the trainer's metrics.jsonl at the end of a local run
-    # (null when nothing was ingested: docs/decisions.md#nullable-fields).
+    # The task queue the run was sent to ("" for runs executed by the request that
+    # launched them) and the django-tasks result row that carries it.
+    queue = models.CharField(max_length=64, blank=True, default="")
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    # The worker that claimed the run ("" when the launching request executes it).
+    worker_id = models.CharField(max_length=64, blank=True, default="")
+    # Written by the supervisor every TUNIX_HEARTBEAT_SECONDS while the run executes;
+    # older than TUNIX_RUN_LEASE_SECONDS means its supervisor is gone.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The files of the run's output directory when it ended, as
+    # [{"name", "size", "sha256"}], on `host` (null until recorded).
+    artifacts = models.JSONField(null=True, blank=True)
+    # Metrics summary, from the trainer's metrics.jsonl, kept current while a local
+    # run trains (null when nothing was ingested: docs/decisions.md#nullable-fields).
     metrics_steps = models.IntegerField(null=True, blank=True)
     final_loss = models.FloatField(null=True, blank=True)
     best_eval_loss = models.FloatField(null=True, blank=True)
@@ -103,11 +122,17 @@ class TunixRun(models.Model):
             _list_index("dataset_key", "mode", name="run_list_dataset_mode_idx"),
             # The list filtered by all three.
             _list_index("dataset_key", "status", "mode", name="run_list_all_idx"),
-            # The reaper: only the few running runs, never the whole table.
+            # The reaper and the live views: only the few active runs, never the whole table.
             models.Index(
-                fields=["supervisor_host"],
-                name="run_active_idx",
-                condition=models.Q(status__in=["pending", "running"]),
+                fields=["status", "heartbeat_at"],
+                name="run_live_idx",
+                condition=models.Q(status__in=["pending", "running", "cancel_requested"]),
+            ),
+            # A pending run's place in its queue.
+            models.Index(
+                fields=["queue", "created_at"],
+                name="run_pending_queue_idx",
+                condition=models.Q(status="pending"),
             ),
         ]
 
@@ -152,6 +177,54 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class RunLogChunk(models.Model):
+    """A piece of a run's output, stored as it comes so that any machine can show it.
+
+    `seq` counts from 1 per run. Past TUNIX_RUN_LOG_MAX_BYTES the head and the tail
+    are kept and one chunk on stream `marker` says what was left out between them.
+    """
+
+    run = models.ForeignKey(TunixRun, on_delete=models.CASCADE, related_name="log_chunks")
+    seq = models.IntegerField()
+    # stdout, stderr, or marker (the gap left by the cap).
+    stream = models.CharField(max_length=8)
+    chunk = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            # One chunk per seq; also serves "chunks of a run after seq N".
+            models.UniqueConstraint(fields=["run", "seq"], name="runlogchunk_run_seq_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} #{self.seq} ({self.stream})"
+
+
+class TunixWorker(models.Model):
+    """A worker process (`manage.py run_worker`) on some machine, as it last reported."""
+
+    worker_id = models.CharField(max_length=64, primary_key=True)
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    # The run it is executing, if any (not a foreign key: a worker row outlives nothing).
+    current_run_id = models.UUIDField(null=True, blank=True)
+    # Set when the worker stopped cleanly; a worker that died keeps it null and its
+    # heartbeat ages past the lease.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "worker_id"]
+        indexes = [models.Index(fields=["heartbeat_at"], name="worker_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} on {self.host}"
 
 
 class RunMetric(models.Model):

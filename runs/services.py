@@ -1,10 +1,18 @@
 """Every write to a run: its state transitions, each a compare-and-set plus a RunEvent row.
 
 - `run_start`: check a launch request, create the row `running` and its first
-  event (docs/decisions.md#running-row-first); returns a `StartedRun`.
+  event (docs/decisions.md#running-row-first); returns a `StartedRun` that the
+  calling process executes itself.
+- `run_enqueue`: check a launch request, create the row `pending` with its event
+  and its task on a worker queue, in one transaction.
+- `run_claim`: a worker takes a pending run (`pending` -> `running`); says whether it won.
 - `run_trainer_record`: note the trainer subprocess on the running row.
-- `run_finish`: from `running` to the outcome's terminal status; says whether it won.
-- `run_reap`: finish the runs nobody else will (their process is gone).
+- `run_heartbeat`: the supervisor's beat; answers the run's status (cancellation).
+- `run_cancel`: `pending` -> `cancelled`, `running` -> `cancel_requested`.
+- `run_finish`: from `running` or `cancel_requested` to the outcome's terminal
+  status; says whether it won.
+- `run_reap`: finish the runs nobody else will (their process is gone, or their
+  heartbeat is older than the lease).
 
 Executing a run (dry-run validation, the trainer subprocess) is `runs.execution`,
 which calls these. A failed database write is logged and rolled back and never
@@ -18,7 +26,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +36,15 @@ from django.utils import timezone
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from runs.metrics import METRICS_FILE, metrics_parse
-from runs.models import RunEvent, RunMetric, RunMode, RunStatus, TunixRun
+from runs.models import (
+    EXECUTING_STATUSES,
+    TERMINAL_STATUSES,
+    RunEvent,
+    RunMetric,
+    RunMode,
+    RunStatus,
+    TunixRun,
+)
 from runs.outcomes import (
     RunOutcome,
     log_excerpt,
@@ -48,6 +64,32 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_MESSAGE = (
     "Run interrupted: the process executing it is gone (server restart or killed worker)"
 )
+CANCELLED_BEFORE_START = "Run cancelled before it started"
+
+
+def lost_worker_message(run: TunixRun, lease_seconds: int) -> str:
+    """Why a run whose supervisor stopped beating was failed, naming who held it."""
+    who = f"worker {run.worker_id}" if run.worker_id else f"process {run.supervisor_pid}"
+    return (
+        f"Run failed: lost its {who} on {run.supervisor_host or 'an unknown host'} "
+        f"(no heartbeat for {lease_seconds} s)"
+    )
+
+
+class RunNotFound(LookupError):
+    """No run has this id (HTTP 404)."""
+
+
+class RunAlreadyFinished(Exception):
+    """The run is in a terminal status and cannot change (HTTP 400)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Run is already in terminal state: {status}")
+        self.status = status
+
+
+class QueueUnavailable(Exception):
+    """The database could not take the run, so nothing was queued (HTTP 503)."""
 
 
 class TunixRuntimeUnavailable(Exception):
@@ -96,6 +138,26 @@ def _limit_lock_wait() -> None:
 # --- Start ------------------------------------------------------------------------------
 
 
+def _checked_output_dir(request: TunixRunRequest, run_id: uuid.UUID) -> str:
+    try:
+        dataset_key_validate(request.dataset_key)
+    except InvalidDatasetKey as exc:
+        raise InvalidRunRequest("dataset_key", str(exc)) from None
+    try:
+        output_dir, _ = output_dir_resolve(run_id=run_id, output_dir=request.output_dir)
+    except OutputDirRefused as exc:
+        raise InvalidRunRequest("output_dir", str(exc)) from None
+    return output_dir
+
+
+def _supervised_by_this_process(run: TunixRun, now: datetime) -> None:
+    pid = os.getpid()
+    run.supervisor_host = host_name()
+    run.supervisor_pid = pid
+    run.supervisor_fingerprint = process_fingerprint(pid)
+    run.heartbeat_at = now
+
+
 def run_start(*, request: TunixRunRequest) -> StartedRun:
     """Check a launch request, then create its row `running` with a first event.
 
@@ -108,18 +170,9 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
     if mode == RunMode.LOCAL and not tunix_runtime_available():
         raise TunixRuntimeUnavailable
-    try:
-        dataset_key_validate(request.dataset_key)
-    except InvalidDatasetKey as exc:
-        raise InvalidRunRequest("dataset_key", str(exc)) from None
     run_id = uuid.uuid4()
-    try:
-        output_dir, _ = output_dir_resolve(run_id=run_id, output_dir=request.output_dir)
-    except OutputDirRefused as exc:
-        raise InvalidRunRequest("output_dir", str(exc)) from None
-
+    output_dir = _checked_output_dir(request, run_id)
     now = timezone.now()
-    pid = os.getpid()
     run = TunixRun(
         run_id=run_id,
         dataset_key=request.dataset_key,
@@ -130,10 +183,8 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
         created_at=now,
         output_dir=output_dir,
         config=request.model_dump(mode="json"),
-        supervisor_host=host_name(),
-        supervisor_pid=pid,
-        supervisor_fingerprint=process_fingerprint(pid),
     )
+    _supervised_by_this_process(run, now)
     recorded = True
     try:
         with transaction.atomic():
@@ -148,6 +199,177 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
     return StartedRun(run=run, directory=run_directory(run_id=run_id), recorded=recorded)
 
 
+def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixRun:
+    """Create a run `pending` on a worker queue and return it; a worker executes it.
+
+    The row, its first event and the django-tasks row that carries it to a worker
+    are written in one transaction, so a worker sees the task exactly when the run
+    exists (docs/decisions.md#queued-execution). `queue` must be one of
+    TUNIX_QUEUES (None: TUNIX_DEFAULT_QUEUE). The Tunix runtime is checked by the
+    worker, which may be another machine. Raises InvalidRunRequest (422) before
+    anything is written, QueueUnavailable (503) when the database refuses.
+    """
+    from runs.tasks import execute_run
+
+    queue = queue or settings.TUNIX_DEFAULT_QUEUE
+    if queue not in settings.TUNIX_QUEUES:
+        raise InvalidRunRequest(
+            "queue", f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
+        )
+    mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
+    run_id = uuid.uuid4()
+    output_dir = _checked_output_dir(request, run_id)
+    now = timezone.now()
+    run = TunixRun(
+        run_id=run_id,
+        dataset_key=request.dataset_key,
+        model_id=request.model_id,
+        mode=mode,
+        status=RunStatus.PENDING,
+        started_at=now,
+        created_at=now,
+        output_dir=output_dir,
+        config=request.model_dump(mode="json"),
+        queue=queue,
+        message=f"{mode.label.capitalize()} execution pending",
+    )
+    try:
+        with transaction.atomic():
+            _limit_lock_wait()
+            run.save(force_insert=True)
+            RunEvent.objects.create(
+                run=run,
+                from_status=None,
+                to_status=RunStatus.PENDING,
+                reason=f"queued ({mode}) on {queue}",
+            )
+            result = execute_run.using(queue_name=queue).enqueue(str(run_id))
+            run.task_id = str(result.id)
+            TunixRun.objects.filter(pk=run_id).update(task_id=run.task_id)
+    except DatabaseError as exc:
+        logger.exception("Failed to queue run %s", run_id)
+        raise QueueUnavailable("The run could not be queued: the database is unavailable") from exc
+    return run
+
+
+def run_claim(*, run_id: uuid.UUID, worker_id: str) -> StartedRun | None:
+    """Take a pending run for this process (a worker); None if it is not pending any more.
+
+    One compare-and-set `pending` -> `running` with an event naming the worker and
+    its host, so a run is executed once even if its task is delivered twice. The
+    caller executes the returned run (`runs.execution.run_execute`).
+    """
+    now = timezone.now()
+    claimer = TunixRun(run_id=run_id)
+    _supervised_by_this_process(claimer, now)
+    fields = {
+        "status": RunStatus.RUNNING,
+        "started_at": now,
+        "worker_id": worker_id,
+        "supervisor_host": claimer.supervisor_host,
+        "supervisor_pid": claimer.supervisor_pid,
+        "supervisor_fingerprint": claimer.supervisor_fingerprint,
+        "heartbeat_at": now,
+    }
+    with transaction.atomic():
+        _limit_lock_wait()
+        won = TunixRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(**fields)
+        if not won:
+            return None
+        RunEvent.objects.create(
+            run_id=run_id,
+            from_status=RunStatus.PENDING,
+            to_status=RunStatus.RUNNING,
+            reason=f"claimed by worker {worker_id} on {claimer.supervisor_host}",
+            created_at=now,
+        )
+    run = TunixRun.objects.get(pk=run_id)
+    return StartedRun(run=run, directory=run_directory(run_id=run_id), recorded=True)
+
+
+def run_heartbeat(*, run_id: uuid.UUID) -> str | None:
+    """Renew an executing run's lease; its status now (None: gone, or the database failed).
+
+    The supervisor stops the trainer when this says `cancel_requested`, and stops
+    supervising when it says a terminal status (someone else finished the run).
+    """
+    try:
+        TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(
+            heartbeat_at=timezone.now()
+        )
+        return TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    except DatabaseError:
+        logger.warning("run %s: heartbeat not written (database unavailable)", run_id)
+        return None
+
+
+def run_cancel(*, run_id: uuid.UUID) -> str:
+    """Cancel a run; the status it now has (`cancelled` or `cancel_requested`).
+
+    A pending run is cancelled at once (its stderr says it never started); an
+    executing one becomes `cancel_requested` and its supervisor stops the trainer
+    (SIGTERM to its process group, SIGKILL after TUNIX_CANCEL_GRACE_SECONDS) and
+    records `cancelled`. Asking again while cancellation is under way changes
+    nothing. Raises RunNotFound, or RunAlreadyFinished for a terminal run.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        _limit_lock_wait()
+        cancelled = TunixRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
+            status=RunStatus.CANCELLED,
+            completed_at=now,
+            duration_seconds=0.0,
+            stderr=CANCELLED_BEFORE_START,
+            message=f"{_mode_label(run_id)} execution cancelled",
+        )
+        if cancelled:
+            RunEvent.objects.create(
+                run_id=run_id,
+                from_status=RunStatus.PENDING,
+                to_status=RunStatus.CANCELLED,
+                reason="cancelled before it started",
+                created_at=now,
+            )
+            _task_close(run_id)
+            return RunStatus.CANCELLED
+        requested = TunixRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
+            status=RunStatus.CANCEL_REQUESTED,
+            message=f"{_mode_label(run_id)} execution cancellation requested",
+        )
+        if requested:
+            RunEvent.objects.create(
+                run_id=run_id,
+                from_status=RunStatus.RUNNING,
+                to_status=RunStatus.CANCEL_REQUESTED,
+                reason="cancellation requested",
+                created_at=now,
+            )
+            return RunStatus.CANCEL_REQUESTED
+    status = TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    if status is None:
+        raise RunNotFound(run_id)
+    if status in TERMINAL_STATUSES:
+        raise RunAlreadyFinished(status)
+    return str(status)  # already cancel_requested
+
+
+def _mode_label(run_id: uuid.UUID) -> str:
+    mode = TunixRun.objects.filter(pk=run_id).values_list("mode", flat=True).first()
+    return "Dry-run" if mode == RunMode.DRY_RUN else "Local"
+
+
+def _task_close(run_id: uuid.UUID) -> None:
+    """Close the queue row of a run that will not be executed (or whose worker is lost)."""
+    from django_tasks_db.models import DBTaskResult
+
+    task_id = TunixRun.objects.filter(pk=run_id).values_list("task_id", flat=True).first()
+    if not task_id:
+        return
+    DBTaskResult.objects.filter(id=task_id, status__in=["READY", "RUNNING"]).update(
+        status="FAILED", finished_at=timezone.now()
+    )
+
+
 def run_trainer_record(*, run_id: uuid.UUID, host: str, pid: int) -> None:
     """Note the trainer subprocess (host, pid) on the running row; best effort.
 
@@ -157,7 +379,9 @@ def run_trainer_record(*, run_id: uuid.UUID, host: str, pid: int) -> None:
     try:
         with transaction.atomic():
             _limit_lock_wait()
-            TunixRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(host=host, pid=pid)
+            TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(
+                host=host, pid=pid
+            )
     except DatabaseError:
         logger.exception("Failed to record the trainer pid of run %s", run_id)
 
@@ -166,28 +390,40 @@ def run_trainer_record(*, run_id: uuid.UUID, host: str, pid: int) -> None:
 
 
 def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
-    """Move a running run to the outcome's status; True if this call did it.
+    """Move an executing run to the outcome's status; True if this call did it.
 
-    One compare-and-set update from `running`, then an event and the metrics rows,
-    in one transaction. False when the run was no longer running (someone else
-    finished it first; the stored outcome stays) or when the database failed: then
-    the outcome is kept in the run directory for `run_reap`. `run` is not changed.
+    One compare-and-set update from `running` or `cancel_requested`, then an event
+    and the metrics rows not stored yet, in one transaction. False when the run was
+    no longer executing (someone else finished it first; the stored outcome stays)
+    or when the database failed: then the outcome is kept in the run directory for
+    `run_reap`. `run` is not changed.
     """
     fields = outcome_fields(started_at=run.started_at, outcome=outcome)
     try:
         with transaction.atomic():
             _limit_lock_wait()
-            updated = TunixRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(**fields)
+            before = (
+                TunixRun.objects.select_for_update()
+                .filter(pk=run.pk, status__in=EXECUTING_STATUSES)
+                .values_list("status", flat=True)
+                .first()
+            )
+            updated = 0
+            if before is not None:
+                updated = TunixRun.objects.filter(pk=run.pk, status=before).update(**fields)
             if updated:
                 RunEvent.objects.create(
                     run_id=run.pk,
-                    from_status=RunStatus.RUNNING,
+                    from_status=before,
                     to_status=outcome.status,
                     reason=reason,
                     created_at=outcome.completed_at,
                 )
+                # Steps shipped while the run trained are stored already.
                 RunMetric.objects.bulk_create(
-                    [RunMetric(run_id=run.pk, **m) for m in outcome.metrics], batch_size=1000
+                    [RunMetric(run_id=run.pk, **m) for m in outcome.metrics],
+                    batch_size=1000,
+                    ignore_conflicts=True,
                 )
     except DatabaseError:
         logger.exception("Failed to update run record %s", run.run_id)
@@ -206,21 +442,27 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
 
 
 def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> list[uuid.UUID]:
-    """Finish runs left `running` that nobody will finish; return their ids.
+    """Finish executing runs that nobody will finish; return their ids.
 
-    - A run whose outcome could not be recorded (outcome.json in its directory) gets it.
+    Every worker calls this in its loop (and `manage.py reap_runs` does once):
+    - A run whose outcome could not be recorded (outcome.json in its directory,
+      readable from here) gets that outcome.
     - A run of this host whose supervising process is gone is marked `failed`
-      (interrupted); a still-alive orphaned trainer of it is killed first.
-    - Runs of the hosts named in `hosts_gone` (an operator's word that those machines
-      are gone for good) are marked `failed` too.
-    Other hosts' runs are left alone: their processes cannot be checked from here.
+      (interrupted) at once; a still-alive orphaned trainer of it is killed first.
+    - A run on any host whose heartbeat is older than TUNIX_RUN_LEASE_SECONDS is
+      marked `failed` with a message naming the lost worker, and its queue row is
+      closed.
+    - Runs of the hosts named in `hosts_gone` (an operator's word that those
+      machines are gone for good) are marked `failed` too.
     """
     now = now or timezone.now()
     host = host_name()
     gone = set(hosts_gone) - {host}
+    lease = settings.TUNIX_RUN_LEASE_SECONDS
+    expired_before = now - timedelta(seconds=lease)
     reaped: list[uuid.UUID] = []
-    running = TunixRun.objects.filter(status=RunStatus.RUNNING).defer("stdout", "stderr")
-    for run in running:
+    executing = TunixRun.objects.filter(status__in=EXECUTING_STATUSES).defer("stdout", "stderr")
+    for run in executing:
         pending = pending_outcome_load(run_id=run.run_id)
         if pending is not None:
             if run_finish(
@@ -229,10 +471,16 @@ def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> 
                 reaped.append(run.run_id)
                 pending_outcome_discard(run_id=run.run_id)
             continue
-        if run.supervisor_host not in gone and not _supervisor_gone(run, host):
+        if run.supervisor_host in gone or _supervisor_gone(run, host):
+            message, reason = INTERRUPTED_MESSAGE, "reaped: supervising process gone"
+        elif (run.heartbeat_at or run.started_at) < expired_before:
+            message = lost_worker_message(run, lease)
+            reason = f"reaped: lease expired ({message})"
+        else:
             continue
-        outcome = _interrupted_outcome(run, now, host)
-        if run_finish(run=run, outcome=outcome, reason="reaped: supervising process gone"):
+        outcome = _interrupted_outcome(run, now, host, message)
+        if run_finish(run=run, outcome=outcome, reason=reason):
+            _task_close(run.run_id)
             reaped.append(run.run_id)
     return reaped
 
@@ -244,11 +492,15 @@ def _supervisor_gone(run: TunixRun, host: str) -> bool:
     return not process_alive(run.supervisor_pid, run.supervisor_fingerprint)
 
 
-def _interrupted_outcome(run: TunixRun, now: datetime, host: str) -> RunOutcome:
-    """A dead run's outcome: `failed`, with what its trainer left in the run directory."""
+def _interrupted_outcome(run: TunixRun, now: datetime, host: str, message: str) -> RunOutcome:
+    """A dead run's outcome: `failed`, with what its trainer left in the run directory.
+
+    The directory is read only on the host that executed the run; elsewhere the
+    output and metrics shipped to the database so far are what remains.
+    """
     metrics: list[dict[str, Any]] = []
     stdout = stderr = ""
-    if run.mode == RunMode.LOCAL:
+    if run.mode == RunMode.LOCAL and run.supervisor_host == host:
         run_dir = run_directory(run_id=run.run_id)
         if run.pid is not None and run.host == host:
             orphans_kill(run.pid, run_dir)
@@ -257,9 +509,9 @@ def _interrupted_outcome(run: TunixRun, now: datetime, host: str) -> RunOutcome:
         metrics = metrics_parse(run_dir / METRICS_FILE, run_id=run.run_id)
     return RunOutcome(
         status=RunStatus.FAILED,
-        message=INTERRUPTED_MESSAGE,
+        message=message,
         stdout=stdout,
-        stderr=f"{stderr}\n{INTERRUPTED_MESSAGE}" if stderr else INTERRUPTED_MESSAGE,
+        stderr=f"{stderr}\n{message}" if stderr else message,
         completed_at=now,
         metrics=metrics,
     )

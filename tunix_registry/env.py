@@ -57,6 +57,26 @@ def env_int(
     return number
 
 
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+    if not minimum <= number <= maximum:  # also refuses nan
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
 def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
     value = _raw(name, environ)
     return default if value is None else value

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from tunix_registry.env import env_bool, env_choice, env_int, env_list, env_str
+from tunix_registry.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "ninja",
+    "django_tasks",
+    "django_tasks_db",
     "tunix_registry",
     "traces",
     "datasets",
@@ -215,6 +217,36 @@ TUNIX_RUN_DB_LOCK_TIMEOUT_MS = env_int(
 TUNIX_OUTPUT_ROOTS = [
     Path(p).expanduser().resolve() for p in env_list("TUNIX_OUTPUT_ROOTS", [], sep=":")
 ]
+
+# --- Workers ---------------------------------------------------------------
+# The queues runs may be sent to (a launch's `queue` must be one of them); workers
+# name the ones they take (`manage.py run_worker --queues gpu`).
+TUNIX_QUEUES = env_list("TUNIX_QUEUES", ["default"])
+TUNIX_DEFAULT_QUEUE = env_str("TUNIX_DEFAULT_QUEUE", TUNIX_QUEUES[0])
+if TUNIX_DEFAULT_QUEUE not in TUNIX_QUEUES:
+    raise ImproperlyConfigured("TUNIX_DEFAULT_QUEUE must be one of TUNIX_QUEUES")
+# Background work goes through Django's tasks API; the database backend keeps the
+# queue in the registry's own database, so every worker on every machine shares it.
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": TUNIX_QUEUES,
+    }
+}
+# A running run whose heartbeat is older than this is failed by the reaper (its
+# worker is gone); supervisors beat every TUNIX_HEARTBEAT_SECONDS.
+TUNIX_RUN_LEASE_SECONDS = env_int("TUNIX_RUN_LEASE_SECONDS", 60, minimum=3, maximum=24 * 3600)
+TUNIX_HEARTBEAT_SECONDS = env_float("TUNIX_HEARTBEAT_SECONDS", 2.0, minimum=0.1, maximum=600.0)
+# Between SIGTERM and SIGKILL when a running run is cancelled.
+TUNIX_CANCEL_GRACE_SECONDS = env_float(
+    "TUNIX_CANCEL_GRACE_SECONDS", 30.0, minimum=0.0, maximum=3600.0
+)
+# The log output kept in the database per run: the head and the tail, a marker between.
+TUNIX_RUN_LOG_MAX_BYTES = env_int(
+    "TUNIX_RUN_LOG_MAX_BYTES", 50 * 1_048_576, minimum=4096, maximum=1 << 34
+)
+# How long one Server-Sent Events response of a run's log stays open; clients reconnect.
+TUNIX_LOG_STREAM_SECONDS = env_float("TUNIX_LOG_STREAM_SECONDS", 30.0, minimum=1.0, maximum=3600.0)
 
 # --- Logging ---------------------------------------------------------------
 LOG_LEVEL = env_choice(
