@@ -5,15 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q
+from django.utils import timezone
 
-from runs.models import TERMINAL_STATUSES, RunEvent, RunMetric, TunixRun
+from runs.models import (
+    TERMINAL_STATUSES,
+    RunEvent,
+    RunLogChunk,
+    RunMetric,
+    RunStatus,
+    TunixRun,
+    TunixWorker,
+)
 
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
@@ -143,3 +153,70 @@ def run_log_path(*, run_id: uuid.UUID, stream: str) -> Path | None:
         raise ValueError(f"stream must be one of {', '.join(LOG_STREAMS)}")
     path = run_directory(run_id=run_id) / f"{stream}.log"
     return path if path.is_file() else None
+
+
+# --- Live runs: log chunks, queue, workers ------------------------------------------------
+
+# The most chunks one read returns; a client that is behind reads again from the last seq.
+LOG_CHUNK_PAGE = 500
+
+
+def run_log_chunks(
+    *, run_id: uuid.UUID, since_seq: int = 0, limit: int = LOG_CHUNK_PAGE
+) -> list[RunLogChunk]:
+    """A run's stored output chunks with seq > since_seq, oldest first (at most `limit`)."""
+    return list(
+        RunLogChunk.objects.filter(run_id=run_id, seq__gt=since_seq).order_by("seq")[:limit]
+    )
+
+
+def run_log_text(*, run_id: uuid.UUID, stream: str) -> Iterator[str]:
+    """A run's stored output of one stream, chunk by chunk (the gap marker included)."""
+    if stream not in LOG_STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(LOG_STREAMS)}")
+    chunks = (
+        RunLogChunk.objects.filter(run_id=run_id, stream__in=[stream, "marker"])
+        .order_by("seq")
+        .values_list("chunk", flat=True)
+    )
+    yield from chunks.iterator(chunk_size=200)
+
+
+def run_status(*, run_id: uuid.UUID) -> str | None:
+    """A run's status alone (None: no such run)."""
+    return TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def run_queue_position(*, run: TunixRun) -> int | None:
+    """1 for the next pending run of its queue, 2 for the one after...; None if not pending."""
+    if run.status != RunStatus.PENDING:
+        return None
+    ahead = TunixRun.objects.filter(
+        status=RunStatus.PENDING, queue=run.queue, created_at__lt=run.created_at
+    ).count()
+    return ahead + 1
+
+
+def workers_live(*, now: datetime | None = None) -> list[TunixWorker]:
+    """Workers that have beaten within a lease and not stopped, by host."""
+    now = now or timezone.now()
+    since = now - timedelta(seconds=settings.TUNIX_RUN_LEASE_SECONDS)
+    return list(
+        TunixWorker.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=since).order_by(
+            "host", "worker_id"
+        )
+    )
+
+
+def queue_depths() -> dict[str, int]:
+    """Pending runs per configured queue (every queue of TUNIX_QUEUES, zeros included)."""
+    depths = dict.fromkeys(settings.TUNIX_QUEUES, 0)
+    rows = (
+        TunixRun.objects.filter(status=RunStatus.PENDING)
+        .values_list("queue")
+        .annotate(n=Count("run_id"))
+        .order_by()
+    )
+    for queue, n in rows:
+        depths[queue] = n
+    return depths
