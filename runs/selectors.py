@@ -170,6 +170,13 @@ def run_log_chunks(
     )
 
 
+def run_log_tail(*, run_id: uuid.UUID, max_chunks: int = 200) -> list[RunLogChunk]:
+    """The last `max_chunks` stored chunks of a run, oldest first (the end of a long log)."""
+    tail = list(RunLogChunk.objects.filter(run_id=run_id).order_by("-seq")[:max_chunks])
+    tail.reverse()
+    return tail
+
+
 def run_log_text(*, run_id: uuid.UUID, stream: str) -> Iterator[str]:
     """A run's stored output of one stream, chunk by chunk (the gap marker included)."""
     if stream not in LOG_STREAMS:
