@@ -222,6 +222,9 @@ TUNIX_OUTPUT_ROOTS = [
 # The queues runs may be sent to (a launch's `queue` must be one of them); workers
 # name the ones they take (`manage.py run_worker --queues gpu`).
 TUNIX_QUEUES = env_list("TUNIX_QUEUES", ["default"])
+if not TUNIX_QUEUES or any(len(name) > 32 for name in TUNIX_QUEUES):
+    # 32: the task table's queue_name column.
+    raise ImproperlyConfigured("TUNIX_QUEUES must name queues of at most 32 characters")
 TUNIX_DEFAULT_QUEUE = env_str("TUNIX_DEFAULT_QUEUE", TUNIX_QUEUES[0])
 if TUNIX_DEFAULT_QUEUE not in TUNIX_QUEUES:
     raise ImproperlyConfigured("TUNIX_DEFAULT_QUEUE must be one of TUNIX_QUEUES")
