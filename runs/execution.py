@@ -1,34 +1,47 @@
 """Executing a started run: the dry-run validation or the local trainer subprocess.
 
-`run_execute(started=...)` takes what `runs.services.run_start` returned, does the
-run's work and records its outcome with `runs.services.run_finish`. It needs only
-the row (configuration, output directory) and the run's directory, not the request
-that launched it, so another process (a worker given the run) can execute it.
+`run_execute(started=...)` takes what `runs.services.run_start` or `run_claim`
+returned, does the run's work and records its outcome with
+`runs.services.run_finish`. It needs only the row (configuration, output
+directory) and the run's directory, not the request that launched it, so a
+worker given the run executes it the same way as a synchronous request.
 
 The trainer runs as an argument list in its own process group, with a scrubbed
-environment, in the run's directory; its output streams to files there, and the
-group is killed on timeout.
+environment, in the run's directory, and dies with the process that started it;
+its output streams to files there. `runs.supervisor` watches it until it ends
+(output, metrics, heartbeat, cancellation, timeout); when it ends, the files of
+its output directory are recorded as the run's artifacts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
+import time
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 from datasets.selectors import dataset_get, dataset_trace_count
 from datasets.services import dataset_write_jsonl
+from runs.artifacts import artifacts_list
 from runs.manifest import manifest_yaml
-from runs.metrics import METRICS_FILE, metrics_parse
 from runs.models import RunMode, RunStatus, TunixRun
-from runs.outcomes import RunOutcome, log_excerpt, outcome_fields
+from runs.outcomes import (
+    RunOutcome,
+    log_excerpt,
+    outcome_fields,
+    pending_outcome_discard,
+    pending_outcome_exists,
+)
 from runs.outputs import output_dir_absolute, outputs_root
-from runs.processes import host_name, process_group_stop
+from runs.processes import die_with_parent, host_name
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 from runs.schemas import TunixRunRequest
 from runs.services import StartedRun, run_finish, run_trainer_record
+from runs.supervisor import Ending, trainer_supervise
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +54,17 @@ def run_execute(*, started: StartedRun) -> TunixRun:
     Never raises for a failed run: an unexpected error ends it `failed` with an
     internal-error message (details in the log). KeyboardInterrupt and SystemExit
     are recorded the same way, then let through. The returned run carries this
-    execution's outcome, also when the database could not record it or another
-    process finished the run first (the stored row keeps that one).
+    execution's outcome, also when the database could not record it; when another
+    process finished the run while it executed (the reaper, say), it carries the
+    stored outcome instead, which is kept.
     """
     run = started.run
     try:
         outcome = _execute(started)
+        if outcome is None:
+            with contextlib.suppress(DatabaseError):
+                run.refresh_from_db()
+            return run
     except BaseException as exc:
         logger.exception("run %s: internal error while executing", run.run_id)
         outcome = RunOutcome(
@@ -75,9 +93,30 @@ def run_fail_unavailable(*, started: StartedRun) -> TunixRun:
 
 def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:
     if started.recorded:
-        run_finish(run=started.run, outcome=outcome, reason=reason)
+        _finish(started.run, outcome, reason)
     for name, value in outcome_fields(started_at=started.run.started_at, outcome=outcome).items():
         setattr(started.run, name, value)
+
+
+# Pauses between tries of the final write while the database is unavailable; after
+# the last one the outcome waits in the run directory for the reaper.
+FINISH_RETRY_PAUSES = (0.5, 1.0, 2.0)
+
+
+def _finish(run: TunixRun, outcome: RunOutcome, reason: str) -> None:
+    """run_finish, tried again a few times while the database is unavailable."""
+    run_id = run.run_id
+    for attempt, pause in enumerate((*FINISH_RETRY_PAUSES, None)):
+        if run_finish(run=run, outcome=outcome, reason=reason):
+            if attempt:
+                pending_outcome_discard(run_id=run_id)
+            return
+        # run_finish keeps the outcome in the run directory only when the database failed.
+        if pause is None or not pending_outcome_exists(run_id=run_id):
+            return
+        if not connection.in_atomic_block:
+            connection.close()
+        time.sleep(pause)
 
 
 def _finish_reason(outcome: RunOutcome) -> str:
@@ -86,7 +125,7 @@ def _finish_reason(outcome: RunOutcome) -> str:
     return outcome.message
 
 
-def _execute(started: StartedRun) -> RunOutcome:
+def _execute(started: StartedRun) -> RunOutcome | None:
     request = TunixRunRequest.model_validate(started.run.config)
     if started.run.mode == RunMode.LOCAL:
         return _execute_local(started, request)
@@ -168,7 +207,8 @@ def _prepare_failure(stderr: str) -> RunOutcome:
     )
 
 
-def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome:
+def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome | None:
+    """The trainer's outcome; None when the run was finished elsewhere while it trained."""
     run, run_dir = started.run, started.directory
     key = run.dataset_key
     try:
@@ -186,7 +226,6 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome:
         return _prepare_failure(exc.strerror or type(exc).__name__)
 
     argv = [*settings.TUNIX_TRAINER_COMMAND, "--config", str(manifest_path)]
-    timeout = settings.TUNIX_RUN_TIMEOUT_SECONDS
     stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
     with stdout_log.open("wb") as out, stderr_log.open("wb") as err:
         try:
@@ -199,6 +238,8 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome:
                 env=trainer_environment(),
                 start_new_session=True,
                 close_fds=True,
+                # Only a prctl call in the child (runs.processes.die_with_parent).
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             logger.exception("run %s: the trainer command could not be started", run.run_id)
@@ -207,51 +248,51 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome:
                 stderr=f"Failed to start the trainer: {exc.strerror or type(exc).__name__}",
                 message="Local execution failed: trainer could not be started",
             )
-        run.host, run.pid = host_name(), process.pid
-        if started.recorded:
-            run_trainer_record(run_id=run.run_id, host=run.host, pid=run.pid)
-        timed_out = False
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            # Timeout, or this process is being interrupted: the trainer goes too.
-            process_group_stop(process)
-
-    metrics = metrics_parse(run_dir / METRICS_FILE, run_id=run.run_id)
-    stdout = log_excerpt(stdout_log)
-    stderr = log_excerpt(stderr_log)
-    if timed_out:
-        note = f"Execution timeout (exceeded {timeout} seconds)"
-        with stderr_log.open("ab") as err:
-            err.write(f"\n{note}\n".encode())
-        stderr = f"{stderr}\n{note}" if stderr else note
-        return RunOutcome(
-            status=RunStatus.TIMEOUT,
-            stdout=stdout,
-            stderr=stderr,
-            message=f"Local execution timed out after {timeout} seconds",
-            metrics=metrics,
-        )
-    code = process.returncode
-    if code == 0:
-        return RunOutcome(
-            status=RunStatus.COMPLETED,
-            exit_code=0,
-            stdout=stdout,
-            stderr=stderr,
-            message="Local execution completed successfully",
-            metrics=metrics,
-        )
-    return RunOutcome(
-        status=RunStatus.FAILED,
-        exit_code=code,
-        stdout=stdout,
-        stderr=stderr,
-        message=f"Local execution failed with exit code {code}",
-        metrics=metrics,
+    run.host, run.pid = host_name(), process.pid
+    if started.recorded:
+        run_trainer_record(run_id=run.run_id, host=run.host, pid=run.pid)
+    timeout = settings.TUNIX_RUN_TIMEOUT_SECONDS
+    supervision = trainer_supervise(
+        run_id=run.run_id,
+        process=process,
+        run_dir=run_dir,
+        record=started.recorded,
+        note=lambda ending: _ENDING_NOTES.get(ending, "").format(timeout=timeout) or None,
     )
+    if supervision.ending == Ending.SUPERSEDED:
+        return None
+    stderr = log_excerpt(stderr_log, size=supervision.stderr_bytes)
+    if supervision.note:
+        stderr = f"{stderr}\n{supervision.note}" if stderr else supervision.note
+    outcome = RunOutcome(
+        status=RunStatus.FAILED,
+        message="",
+        stdout=log_excerpt(stdout_log),
+        stderr=stderr,
+        metrics=supervision.metrics,
+        artifacts=artifacts_list(output_dir_absolute(run.output_dir)),
+    )
+    if supervision.ending == Ending.TIMEOUT:
+        outcome.status = RunStatus.TIMEOUT
+        outcome.message = f"Local execution timed out after {timeout} seconds"
+    elif supervision.ending == Ending.CANCELLED:
+        outcome.status = RunStatus.CANCELLED
+        outcome.message = "Local execution cancelled"
+    elif supervision.returncode == 0:
+        outcome.status = RunStatus.COMPLETED
+        outcome.exit_code = 0
+        outcome.message = "Local execution completed successfully"
+    else:
+        outcome.exit_code = code = supervision.returncode
+        outcome.message = f"Local execution failed with exit code {code}"
+    return outcome
+
+
+# The line added to stderr.log (after what the trainer wrote) when the registry stops it.
+_ENDING_NOTES = {
+    Ending.TIMEOUT: "Execution timeout (exceeded {timeout} seconds)",
+    Ending.CANCELLED: "Execution cancelled on request (the trainer was stopped)",
+}
 
 
 def trainer_environment() -> dict[str, str]:

@@ -1,7 +1,8 @@
 """A trainer's metrics.jsonl: parsed into one row per step, and summarised on the run.
 
-The rows become RunMetric rows and the summary the run's metrics fields, both
-written by `runs.services.run_finish`.
+The supervisor (`runs.supervisor`) reads the file as it grows and stores new rows
+and the summary while the run trains (`runs.logs.run_metrics_store`);
+`runs.services.run_finish` stores the complete series with the outcome.
 """
 
 from __future__ import annotations
@@ -31,48 +32,91 @@ def _number(value: Any, *, optional: bool) -> float | None:
     return number
 
 
-def metrics_parse(path: Path, *, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The valid lines of a trainer's metrics.jsonl, one per step (a later line wins).
+class MetricsReader:
+    """Reads a trainer's metrics.jsonl as it grows: one row per step (a later line wins).
 
-    Malformed lines are skipped and logged; a missing file is no metrics.
+    `read()` parses the complete lines written since the last call and returns the
+    rows they added or changed; `read(final=True)` also takes a last line without
+    its newline. Malformed lines are skipped and logged; a missing file is no
+    metrics (yet). `rows()` is the whole series so far, by step.
     """
-    by_step: dict[int, dict[str, Any]] = {}
-    try:
-        handle = path.open("rb")
-    except OSError:
-        return []
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
+
+    def __init__(self, path: Path, *, run_id: uuid.UUID) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.offset = 0
+        self.line_number = 0
+        self.by_step: dict[int, dict[str, Any]] = {}
+        self._full = False
+
+    def read(self, *, final: bool = False) -> list[dict[str, Any]]:
+        """The rows of the lines written since the last call (in file order)."""
+        if self._full:
+            return []
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return []
+        end = len(data) if final else data.rfind(b"\n") + 1
+        if end <= 0:
+            return []
+        self.offset += end
+        changed: dict[int, dict[str, Any]] = {}
+        for raw in data[:end].splitlines():
+            self.line_number += 1
+            row = self._row(raw)
+            if row is None:
                 continue
-            try:
-                item = json.loads(raw)
-                if not isinstance(item, dict):
-                    raise ValueError("not an object")
-                step = item.get("step")
-                if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                    raise ValueError("step must be a non-negative integer")
-                row = {
-                    "step": step,
-                    "loss": _number(item.get("loss"), optional=False),
-                    "eval_loss": _number(item.get("eval_loss"), optional=True),
-                    "tokens_per_second": _number(item.get("tokens_per_second"), optional=True),
-                    "elapsed_seconds": _number(item.get("elapsed_seconds"), optional=True),
-                }
-            except (ValueError, TypeError) as exc:
-                logger.warning(
-                    "run %s: skipping malformed line %d of metrics.jsonl (%s)", run_id, number, exc
-                )
-                continue
-            if step not in by_step and len(by_step) >= MAX_METRIC_ROWS:
+            step = row["step"]
+            if step not in self.by_step and len(self.by_step) >= MAX_METRIC_ROWS:
                 logger.warning(
                     "run %s: metrics.jsonl has more than %d steps; rest ignored",
-                    run_id,
+                    self.run_id,
                     MAX_METRIC_ROWS,
                 )
+                self._full = True
                 break
-            by_step[step] = row
-    return [by_step[s] for s in sorted(by_step)]
+            self.by_step[step] = changed[step] = row
+        return list(changed.values())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every step read so far, in step order."""
+        return [self.by_step[s] for s in sorted(self.by_step)]
+
+    def _row(self, raw: bytes) -> dict[str, Any] | None:
+        if not raw.strip():
+            return None
+        try:
+            item = json.loads(raw)
+            if not isinstance(item, dict):
+                raise ValueError("not an object")
+            step = item.get("step")
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError("step must be a non-negative integer")
+            return {
+                "step": step,
+                "loss": _number(item.get("loss"), optional=False),
+                "eval_loss": _number(item.get("eval_loss"), optional=True),
+                "tokens_per_second": _number(item.get("tokens_per_second"), optional=True),
+                "elapsed_seconds": _number(item.get("elapsed_seconds"), optional=True),
+            }
+        except (ValueError, TypeError) as exc:
+            logger.warning(
+                "run %s: skipping malformed line %d of metrics.jsonl (%s)",
+                self.run_id,
+                self.line_number,
+                exc,
+            )
+            return None
+
+
+def metrics_parse(path: Path, *, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The valid lines of a whole metrics.jsonl, one per step (a later line wins)."""
+    reader = MetricsReader(path, run_id=run_id)
+    reader.read(final=True)
+    return reader.rows()
 
 
 def metrics_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class RunOutcome:
     stderr: str = ""
     completed_at: datetime = field(default_factory=timezone.now)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # The files of a local run's output directory when it ended (runs.artifacts);
+    # None for a dry-run, or when nothing was recorded.
+    artifacts: list[dict[str, Any]] | None = None
 
 
 def outcome_fields(*, started_at: datetime, outcome: RunOutcome) -> dict[str, Any]:
@@ -54,6 +57,7 @@ def outcome_fields(*, started_at: datetime, outcome: RunOutcome) -> dict[str, An
         "message": outcome.message,
         "completed_at": outcome.completed_at,
         "duration_seconds": duration,
+        "artifacts": outcome.artifacts,
         **metrics_summary(outcome.metrics),
     }
 
@@ -70,12 +74,13 @@ def truncate_output(data: bytes) -> str:
     return data[:OUTPUT_LIMIT_BYTES].decode("utf-8", errors="ignore") + TRUNCATION_MARKER
 
 
-def log_excerpt(path: Path) -> str:
-    """The stored excerpt of a log file ("" if it cannot be read)."""
+def log_excerpt(path: Path, *, size: int | None = None) -> str:
+    """The stored excerpt of a log file, or of its first `size` bytes ("" if unreadable)."""
+    # One byte more than the limit tells truncate_output that there is more.
+    limit = OUTPUT_LIMIT_BYTES + 1 if size is None else min(size, OUTPUT_LIMIT_BYTES + 1)
     try:
         with path.open("rb") as handle:
-            # One byte more than the limit tells truncate_output that there is more.
-            return truncate_output(handle.read(OUTPUT_LIMIT_BYTES + 1))
+            return truncate_output(handle.read(limit))
     except OSError:
         return ""
 
@@ -93,6 +98,7 @@ def pending_outcome_save(*, run_id: uuid.UUID, outcome: RunOutcome) -> None:
         "stderr": outcome.stderr,
         "completed_at": outcome.completed_at.isoformat(),
         "metrics": outcome.metrics,
+        "artifacts": outcome.artifacts,
     }
     try:
         run_dir = run_directory(run_id=run_id)
@@ -117,12 +123,18 @@ def pending_outcome_load(*, run_id: uuid.UUID) -> RunOutcome | None:
             stderr=str(record["stderr"]),
             completed_at=datetime.fromisoformat(record["completed_at"]),
             metrics=list(record["metrics"]),
+            artifacts=record.get("artifacts"),
         )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         logger.exception("run %s: unreadable %s ignored", run_id, OUTCOME_FILE)
         return None
+
+
+def pending_outcome_exists(*, run_id: uuid.UUID) -> bool:
+    """Whether an outcome is kept for a run (its final write failed)."""
+    return (run_directory(run_id=run_id) / OUTCOME_FILE).is_file()
 
 
 def pending_outcome_discard(*, run_id: uuid.UUID) -> None:

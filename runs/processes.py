@@ -1,20 +1,26 @@
 """Processes on this host: who is alive (read from /proc), and stopping trainer groups.
 
 A trainer runs in its own process group (session), so stopping it means signalling
-the group: the trainer and whatever it forked go together.
+the group: the trainer and whatever it forked go together. On Linux the trainer
+also gets SIGKILL from the kernel when its supervisor dies (`die_with_parent`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +86,57 @@ def process_group_signal(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def process_group_stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group led by `process`, SIGKILL it after a grace period, reap the leader."""
+def process_group_stop(
+    process: subprocess.Popen[bytes], *, grace: float = KILL_GRACE_SECONDS
+) -> None:
+    """SIGTERM the group led by `process`, SIGKILL it after `grace` seconds, reap the leader."""
     if process.poll() is None:
         process_group_signal(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=KILL_GRACE_SECONDS)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process_group_signal(process.pid, signal.SIGKILL)
             process.wait()
     # Whatever the leader left behind in its group (children that ignored SIGTERM,
     # daemons it forked) goes too.
     process_group_signal(process.pid, signal.SIGKILL)
+
+
+# prctl(2) option: the signal a process receives when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, or None (not Linux, or no libc to load)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` making the child get SIGKILL when this process (its forking thread) ends.
+
+    So a trainer never outlives its supervisor, however that one dies (kill -9
+    included). None where the platform has no PR_SET_PDEATHSIG. Loaded before the
+    fork: the child only makes the call.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent died between the fork and the prctl: nobody would signal us.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def orphans_find(pgid: int, run_dir: Path) -> list[int]:

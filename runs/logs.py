@@ -1,0 +1,188 @@
+"""Storing a run's output and metrics in the database while it executes.
+
+- `LogShipper`: a run's output as RunLogChunk rows (seq from 1), so that any machine
+  shows a run executing on another. Past TUNIX_RUN_LOG_MAX_BYTES it keeps the head
+  (the first half of the cap) and the tail (the last half): the oldest tail chunks
+  are deleted and one chunk on stream `marker`, placed right after the head, says
+  how many bytes were left out (docs/decisions.md#live-logs).
+- `run_metrics_store`: new RunMetric rows and the run's metrics summary fields.
+
+The supervisor (`runs.supervisor`) calls both about once a second, only when there
+is something new. They raise DatabaseError and leave the state as it was, so the
+same call can be made again later (the writes are idempotent).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from runs.metrics import metrics_summary
+from runs.models import EXECUTING_STATUSES, RunLogChunk, RunMetric, TunixRun
+from runs.services import _limit_lock_wait
+
+# Output is stored in chunks of at most this many bytes.
+CHUNK_MAX_BYTES = 65536
+STREAMS = ("stdout", "stderr")
+MARKER_STREAM = "marker"
+
+
+def marker_text(left_out: int) -> str:
+    """The text of the chunk that stands for the output the cap left out."""
+    return f"\n[... {left_out} bytes of output left out ...]\n"
+
+
+def utf8_split(text: str, at: int) -> tuple[str, str]:
+    """`text` cut after at most `at` UTF-8 bytes, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= at:
+        return text, ""
+    cut = max(at, 0)
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+
+
+@dataclass
+class _State:
+    seq: int = 0
+    head_bytes: int = 0
+    head_full: bool = False
+    # The seq reserved for the marker once the head is full; its row is written
+    # when something is first left out.
+    marker_seq: int | None = None
+    left_out: int = 0
+    # (seq, bytes) of the stored tail chunks, oldest first.
+    tail: deque[tuple[int, int]] = field(default_factory=deque)
+    tail_bytes: int = 0
+
+    def copy(self) -> _State:
+        return _State(
+            seq=self.seq,
+            head_bytes=self.head_bytes,
+            head_full=self.head_full,
+            marker_seq=self.marker_seq,
+            left_out=self.left_out,
+            tail=deque(self.tail),
+            tail_bytes=self.tail_bytes,
+        )
+
+
+class LogShipper:
+    """One run's stored output: appends chunks, keeps head + tail under the cap."""
+
+    def __init__(self, *, run_id: uuid.UUID, max_bytes: int) -> None:
+        self.run_id = run_id
+        self.head_budget = max_bytes // 2
+        self.tail_budget = max_bytes - self.head_budget
+        self._state = _State()
+
+    @property
+    def head_full(self) -> bool:
+        """Whether further output goes to the tail (the reader may skip what it cannot keep)."""
+        return self._state.head_full
+
+    @property
+    def left_out(self) -> int:
+        return self._state.left_out
+
+    def store(self, pieces: list[tuple[str, str]]) -> None:
+        """Store new output, `(stream, text)` in the order it was read, in one transaction.
+
+        Raises DatabaseError with nothing changed (call again with the same pieces).
+        """
+        state = self._state.copy()
+        chunks: list[RunLogChunk] = []
+        deleted: list[int] = []
+        for stream, text in pieces:
+            if stream not in STREAMS:
+                raise ValueError(f"stream must be one of {', '.join(STREAMS)}")
+            rest = text
+            while rest and not state.head_full:
+                room = min(self.head_budget - state.head_bytes, CHUNK_MAX_BYTES)
+                piece, rest = utf8_split(rest, room)
+                if piece:
+                    chunks.append(self._chunk(state, stream, piece))
+                    state.head_bytes += len(piece.encode("utf-8"))
+                if rest and (state.head_bytes >= self.head_budget or not piece):
+                    state.head_full = True
+                    state.seq += 1
+                    state.marker_seq = state.seq
+            while rest:
+                piece, rest = utf8_split(rest, CHUNK_MAX_BYTES)
+                if not piece:  # a chunk limit below one character: keep it whole
+                    piece, rest = rest, ""
+                size = len(piece.encode("utf-8"))
+                if size > self.tail_budget:
+                    # Bigger than the whole tail: only its end can be kept.
+                    dropped, piece = utf8_split(piece, size - self.tail_budget)
+                    state.left_out += len(dropped.encode("utf-8"))
+                    size = len(piece.encode("utf-8"))
+                chunk = self._chunk(state, stream, piece)
+                chunks.append(chunk)
+                state.tail.append((chunk.seq, size))
+                state.tail_bytes += size
+                while state.tail_bytes > self.tail_budget:
+                    seq, old = state.tail.popleft()
+                    state.tail_bytes -= old
+                    state.left_out += old
+                    deleted.append(seq)
+        self._write(state, chunks, deleted)
+
+    def count_skipped(self, size: int) -> None:
+        """Note output that was never read because the tail could not have kept it."""
+        if size > 0:
+            state = self._state.copy()
+            state.left_out += size
+            self._write(state, [], [])
+
+    def _chunk(self, state: _State, stream: str, text: str) -> RunLogChunk:
+        state.seq += 1
+        return RunLogChunk(run_id=self.run_id, seq=state.seq, stream=stream, chunk=text)
+
+    def _write(self, state: _State, chunks: list[RunLogChunk], deleted: list[int]) -> None:
+        before = self._state
+        new_chunks, gone = {c.seq for c in chunks}, set(deleted)
+        # Chunks stored and dropped within this very call need no row at all.
+        chunks = [c for c in chunks if c.seq not in gone]
+        deleted = [seq for seq in deleted if seq not in new_chunks]
+        marker_changed = state.left_out != before.left_out and state.marker_seq is not None
+        if not (chunks or deleted or marker_changed):
+            self._state = state
+            return
+        with transaction.atomic():
+            _limit_lock_wait()
+            if deleted:
+                RunLogChunk.objects.filter(run_id=self.run_id, seq__in=deleted).delete()
+            if chunks:
+                RunLogChunk.objects.bulk_create(chunks, ignore_conflicts=True)
+            if marker_changed and state.marker_seq is not None:
+                RunLogChunk.objects.update_or_create(
+                    run_id=self.run_id,
+                    seq=state.marker_seq,
+                    defaults={"stream": MARKER_STREAM, "chunk": marker_text(state.left_out)},
+                )
+        self._state = state
+
+
+def run_metrics_store(
+    *, run_id: uuid.UUID, rows: list[dict[str, Any]], series: list[dict[str, Any]]
+) -> None:
+    """Store new metric rows and the summary of the whole `series` on an executing run.
+
+    Rows already stored (same step) are left as they are. Raises DatabaseError.
+    """
+    with transaction.atomic():
+        _limit_lock_wait()
+        RunMetric.objects.bulk_create(
+            [RunMetric(run_id=run_id, **row) for row in rows],
+            batch_size=1000,
+            ignore_conflicts=True,
+        )
+        summary = metrics_summary(series)
+        if summary:
+            TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(**summary)
