@@ -1,10 +1,10 @@
 """A local run's artifacts: the files directly in its output directory.
 
-- `artifacts_list`: what the executing machine records on the run when it ends
+- `artifacts_scan`: what the executing machine records on the run when it ends
   (`TunixRun.artifacts`): name, size and sha256 of each regular file, directories
   and symbolic links left out (docs/decisions.md#artifacts).
-- `artifact_path`: the file to serve for a download, or None; a name is a bare
-  file name, never a path.
+- `artifact_name_check` / `artifact_file`: the file to serve for a download; a
+  name is a bare file name, never a path.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def artifacts_list(directory: Path) -> list[dict[str, Any]]:
+def artifacts_scan(directory: Path, *, with_hashes: bool = True) -> list[dict[str, Any]]:
     """The regular files directly in `directory` as [{"name", "size", "sha256"}], by name.
 
-    A missing directory has none; an unreadable file is left out (logged).
+    A missing directory has none; an unreadable file is left out (logged). Without
+    hashes (or for a file over HASH_MAX_BYTES) sha256 is None.
     """
     try:
         entries = sorted(directory.iterdir(), key=lambda p: p.name)
@@ -46,15 +47,13 @@ def artifacts_list(directory: Path) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for entry in entries:
         if len(found) >= MAX_ARTIFACTS:
-            logger.warning(
-                "%s holds more than %d files; rest not recorded", directory, MAX_ARTIFACTS
-            )
+            logger.warning("%s has over %d files; rest not recorded", directory, MAX_ARTIFACTS)
             break
         try:
             if entry.is_symlink() or not entry.is_file():
                 continue
             size = entry.stat().st_size
-            sha256 = _sha256(entry) if size <= HASH_MAX_BYTES else None
+            sha256 = _sha256(entry) if with_hashes and size <= HASH_MAX_BYTES else None
         except OSError:
             logger.warning("artifact %s could not be read; not recorded", entry, exc_info=True)
             continue
@@ -62,19 +61,29 @@ def artifacts_list(directory: Path) -> list[dict[str, Any]]:
     return found
 
 
-def artifact_name_valid(name: str) -> bool:
-    """Whether `name` is a bare file name (no separator, no "..", no NUL, not absolute)."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+class InvalidArtifactName(ValueError):
+    """An artifact name that is not a bare file name (HTTP 403 "Invalid artifact path")."""
 
 
-def artifact_path(*, run: TunixRun, name: str) -> Path | None:
+def artifact_name_check(name: str) -> str:
+    """`name` if it is a bare file name; raises InvalidArtifactName otherwise.
+
+    Refused: "", ".", "..", any "/" or "\\", a NUL character (so no absolute path
+    and no way out of the directory).
+    """
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InvalidArtifactName("Invalid artifact path")
+    return name
+
+
+def artifact_file(*, run: TunixRun, name: str) -> Path | None:
     """The regular file `name` directly in the run's output directory on this machine, or None.
 
-    None for an invalid name (see `artifact_name_valid`), a file that is not there
-    (another machine holds it, or it was removed), a directory or a symbolic link.
+    Raises InvalidArtifactName for a name that is not a bare file name. None when
+    the file is not there (another machine holds it, or it was removed), or is a
+    directory or a symbolic link.
     """
-    if not artifact_name_valid(name):
-        return None
+    artifact_name_check(name)
     directory = output_dir_absolute(run.output_dir)
     path = directory / name
     try:

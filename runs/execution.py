@@ -26,8 +26,9 @@ from django.db import DatabaseError, connection
 
 from datasets.selectors import dataset_get, dataset_trace_count
 from datasets.services import dataset_write_jsonl
-from runs.artifacts import artifacts_list
+from runs.artifacts import artifacts_scan
 from runs.manifest import manifest_yaml
+from runs.metrics import METRICS_FILE, metrics_parse
 from runs.models import RunMode, RunStatus, TunixRun
 from runs.outcomes import (
     RunOutcome,
@@ -40,7 +41,7 @@ from runs.outputs import output_dir_absolute, outputs_root
 from runs.processes import die_with_parent, host_name
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 from runs.schemas import TunixRunRequest
-from runs.services import StartedRun, run_finish, run_trainer_record
+from runs.services import STOPPED_MESSAGE, StartedRun, run_finish, run_trainer_record
 from runs.supervisor import Ending, trainer_supervise
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,11 @@ def run_execute(*, started: StartedRun) -> TunixRun:
 
     Never raises for a failed run: an unexpected error ends it `failed` with an
     internal-error message (details in the log). KeyboardInterrupt and SystemExit
-    are recorded the same way, then let through. The returned run carries this
-    execution's outcome, also when the database could not record it; when another
-    process finished the run while it executed (the reaper, say), it carries the
-    stored outcome instead, which is kept.
+    (the worker or server is being stopped) stop the trainer and end the run
+    `failed` as interrupted, with its output so far, and are let through. The
+    returned run carries this execution's outcome, also when the database could
+    not record it; when another process finished the run while it executed (the
+    reaper, say), it carries the stored outcome instead, which is kept.
     """
     run = started.run
     try:
@@ -65,7 +67,7 @@ def run_execute(*, started: StartedRun) -> TunixRun:
             with contextlib.suppress(DatabaseError):
                 run.refresh_from_db()
             return run
-    except BaseException as exc:
+    except Exception as exc:
         logger.exception("run %s: internal error while executing", run.run_id)
         outcome = RunOutcome(
             status=RunStatus.FAILED,
@@ -73,9 +75,11 @@ def run_execute(*, started: StartedRun) -> TunixRun:
             stderr=f"Internal error: {type(exc).__name__}",
         )
         _record(started, outcome, reason="internal error during execution")
-        if not isinstance(exc, Exception):
-            raise
         return run
+    except BaseException:
+        logger.warning("run %s: interrupted while executing (process stopping)", run.run_id)
+        _record(started, _stopped_outcome(started), reason="interrupted: its worker was stopped")
+        raise
     _record(started, outcome, reason=_finish_reason(outcome))
     return run
 
@@ -89,6 +93,21 @@ def run_fail_unavailable(*, started: StartedRun) -> TunixRun:
     )
     _record(started, outcome, reason=outcome.message)
     return started.run
+
+
+def _stopped_outcome(started: StartedRun) -> RunOutcome:
+    """A run whose executing process is being stopped: `failed`, with its output so far."""
+    stdout = stderr = ""
+    if started.run.mode == RunMode.LOCAL:
+        stdout = log_excerpt(started.directory / "stdout.log")
+        stderr = log_excerpt(started.directory / "stderr.log")
+    return RunOutcome(
+        status=RunStatus.FAILED,
+        message=STOPPED_MESSAGE,
+        stdout=stdout,
+        stderr=f"{stderr}\n{STOPPED_MESSAGE}" if stderr else STOPPED_MESSAGE,
+        metrics=metrics_parse(started.directory / METRICS_FILE, run_id=started.run.run_id),
+    )
 
 
 def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:
@@ -270,7 +289,7 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome 
         stdout=log_excerpt(stdout_log),
         stderr=stderr,
         metrics=supervision.metrics,
-        artifacts=artifacts_list(output_dir_absolute(run.output_dir)),
+        artifacts=artifacts_scan(output_dir_absolute(run.output_dir)),
     )
     if supervision.ending == Ending.TIMEOUT:
         outcome.status = RunStatus.TIMEOUT

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import subprocess
 import time
 import uuid
@@ -41,7 +42,7 @@ from django.db import DatabaseError, connection
 from runs.logs import CHUNK_MAX_BYTES, LogShipper, run_metrics_store
 from runs.metrics import METRICS_FILE, MetricsReader
 from runs.models import TERMINAL_STATUSES, RunStatus
-from runs.processes import KILL_GRACE_SECONDS, process_group_stop
+from runs.processes import KILL_GRACE_SECONDS, process_group_signal, process_group_stop
 from runs.services import run_heartbeat
 
 logger = logging.getLogger(__name__)
@@ -216,9 +217,15 @@ class _Supervisor:
                         return self._end(Ending.SUPERSEDED)
         finally:
             # Also when this process is interrupted: the trainer goes with it.
-            process_group_stop(self.process)
-            if waiter is not None:
-                waiter.close()
+            try:
+                process_group_stop(self.process)
+            except BaseException:
+                # Interrupted again while stopping it: no more grace.
+                process_group_signal(self.process.pid, signal.SIGKILL)
+                raise
+            finally:
+                if waiter is not None:
+                    waiter.close()
 
     def _end(self, ending: str) -> Supervision:
         grace = KILL_GRACE_SECONDS
