@@ -74,9 +74,10 @@ def base_env(*, data_dir: Path, database_url: str) -> dict[str, str]:
         DJANGO_SECRET_KEY="fault-tests-key-not-secret",
         TUNIX_REGISTRY_DATA_DIR=str(data_dir),
         TUNIX_REGISTRY_LOG_LEVEL="INFO",
-        DATABASE_URL=database_url,
         PYTHONUNBUFFERED="1",
     )
+    if database_url:  # else the embedded SQLite database in the data directory
+        env["DATABASE_URL"] = database_url
     return env
 
 
@@ -203,19 +204,22 @@ class Harness:
         queues: str = "default",
         lease_seconds: int = 4,
         database_url: str | None = None,
+        data_dir: Path | None = None,
         **extra: str,
     ) -> Started:
-        """`manage.py run_worker` as `worker_id`, in a data directory of its own."""
-        data_dir = self.data_dir(f"data-{worker_id}")
+        """`manage.py run_worker` as `worker_id`, in a data directory of its own by default."""
+        data_dir = data_dir or self.data_dir(f"data-{worker_id}")
         env = self.worker_env(
             data_dir, lease_seconds=lease_seconds, database_url=database_url, **extra
         )
         argv = [PYTHON, "manage.py", "run_worker", "--queues", queues, "--worker-id", worker_id]
         return self._spawn(worker_id, argv, env, data_dir)
 
-    def web(self, name: str = "web", *, workers: int = 1, **extra: str) -> Web:
-        """gunicorn with the production configuration, in a data directory of its own."""
-        data_dir = self.data_dir(f"data-{name}")
+    def web(
+        self, name: str = "web", *, workers: int = 1, data_dir: Path | None = None, **extra: str
+    ) -> Web:
+        """gunicorn with the production configuration, in a data directory of its own by default."""
+        data_dir = data_dir or self.data_dir(f"data-{name}")
         env = base_env(data_dir=data_dir, database_url=self.database_url)
         env.update(
             TUNIX_QUEUES="default,faults-idle",
