@@ -44,6 +44,10 @@ print(run_enqueue(request=request).run_id)
 """
 
 
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
 def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -68,7 +72,7 @@ def wait_status(harness: Harness, url: str, run_id: str, wanted: set[str]) -> st
 
 def hold_until_running(harness: Harness, url: str, env: dict[str, str], worker: Started) -> str:
     """Queue a held run and wait until its trainer is running on the worker."""
-    run_id = manage(env, "shell", "-c", ENQUEUE.format(model="fault-hold")).strip()
+    run_id = last_line(manage(env, "shell", "-c", ENQUEUE.format(model="fault-hold")))
     wait_status(harness, url, run_id, {"running"})
     run_dir = worker.data_dir / "runs" / run_id
 
@@ -77,6 +81,11 @@ def hold_until_running(harness: Harness, url: str, env: dict[str, str], worker: 
 
     harness.wait_for(trainer_up, timeout=RUN_SECONDS, what=f"the trainer of {run_id}")
     return run_id
+
+
+def log_text(url: str, run_id: str) -> str:
+    rows = sql(url, "SELECT chunk FROM runs_runlogchunk WHERE run_id = %s ORDER BY seq", run_id)
+    return "".join(row[0] for row in rows)
 
 
 def events(url: str, run_id: str) -> list[tuple[str | None, str]]:
@@ -123,6 +132,7 @@ def _outages(harness: Harness, pg: Any) -> None:
     assert wait_status(harness, url, first, {"completed", "failed", "timeout", "cancelled"}) == (
         "completed"
     ), sql(url, "SELECT message, stderr FROM runs_tunixrun WHERE run_id = %s", first)
+    assert all(line in log_text(url, first) for line in ("step 3", "released"))
     assert events(url, first) == [
         (None, "pending"),
         ("pending", "running"),
@@ -143,6 +153,10 @@ def _outages(harness: Harness, pg: Any) -> None:
     ), sql(url, "SELECT message, stderr FROM runs_tunixrun WHERE run_id = %s", second)
     stdout = sql(url, "SELECT stdout FROM runs_tunixrun WHERE run_id = %s", second)[0][0]
     assert "released" in stdout
+    # The log the pages and the logs endpoint serve has its end too.
+    assert all(line in log_text(url, second) for line in ("step 3", "released")), log_text(
+        url, second
+    )
     assert events(url, second) == [
         (None, "pending"),
         ("pending", "running"),
@@ -150,7 +164,7 @@ def _outages(harness: Harness, pg: Any) -> None:
     ]
 
     # The same worker process goes on taking runs on the restarted database.
-    third = manage(env, "shell", "-c", ENQUEUE.format(model="fault-quick")).strip()
+    third = last_line(manage(env, "shell", "-c", ENQUEUE.format(model="fault-quick")))
     assert wait_status(harness, url, third, {"completed", "failed"}) == "completed"
     assert worker.alive(), harness.diagnostics()
     left = sql(
