@@ -12,7 +12,8 @@
 - `run_finish`: from `running` or `cancel_requested` to the outcome's terminal
   status; says whether it won.
 - `run_reap`: finish the runs nobody else will (their process is gone, or their
-  heartbeat is older than the lease).
+  heartbeat is older than the lease); queue again a pending run whose task was
+  taken by a worker that never claimed it.
 
 Executing a run (dry-run validation, the trainer subprocess) is `runs.execution`,
 which calls these. A failed database write is logged and rolled back and never
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
@@ -46,18 +47,20 @@ from runs.models import (
     TunixRun,
 )
 from runs.outcomes import (
+    OUTPUT_LIMIT_BYTES,
     RunOutcome,
     log_excerpt,
     outcome_fields,
     pending_outcome_discard,
     pending_outcome_load,
     pending_outcome_save,
+    truncate_output,
 )
 from runs.outputs import OutputDirRefused, output_dir_resolve
 from runs.processes import host_name, orphans_kill, process_alive, process_fingerprint
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE, tunix_runtime_available
 from runs.schemas import TunixRunRequest
-from runs.selectors import run_directory
+from runs.selectors import run_directory, run_log_text
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +68,36 @@ INTERRUPTED_MESSAGE = (
     "Run interrupted: the process executing it is gone (server restart or killed worker)"
 )
 CANCELLED_BEFORE_START = "Run cancelled before it started"
+# A run whose executing process was asked to stop (a worker's SIGTERM or Ctrl-C).
+STOPPED_MESSAGE = "Run interrupted: the worker executing it was stopped"
+# django-tasks-db keeps queue names in a 32-character column.
+QUEUE_NAME_MAX_LENGTH = 32
 
 
 def lost_worker_message(run: TunixRun, lease_seconds: int) -> str:
     """Why a run whose supervisor stopped beating was failed, naming who held it."""
-    who = f"worker {run.worker_id}" if run.worker_id else f"process {run.supervisor_pid}"
     return (
-        f"Run failed: lost its {who} on {run.supervisor_host or 'an unknown host'} "
+        f"Run failed: lost its {_holder(run)} on {run.supervisor_host or 'an unknown host'} "
         f"(no heartbeat for {lease_seconds} s)"
     )
+
+
+def gone_worker_message(run: TunixRun) -> str:
+    """Why a run whose process is gone (seen from its own host) was failed.
+
+    Runs executed by a worker name it; a run executed by the request or command
+    that launched it gets INTERRUPTED_MESSAGE.
+    """
+    if not run.worker_id:
+        return INTERRUPTED_MESSAGE
+    return (
+        f"Run interrupted: lost its worker {run.worker_id} on {run.supervisor_host} "
+        "(its process is gone: killed or restarted)"
+    )
+
+
+def _holder(run: TunixRun) -> str:
+    return f"worker {run.worker_id}" if run.worker_id else f"process {run.supervisor_pid}"
 
 
 class RunNotFound(LookupError):
@@ -212,7 +236,7 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
     from runs.tasks import execute_run
 
     queue = queue or settings.TUNIX_DEFAULT_QUEUE
-    if queue not in settings.TUNIX_QUEUES:
+    if queue not in settings.TUNIX_QUEUES or len(queue) > QUEUE_NAME_MAX_LENGTH:
         raise InvalidRunRequest(
             "queue", f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
         )
@@ -270,6 +294,7 @@ def run_claim(*, run_id: uuid.UUID, worker_id: str) -> StartedRun | None:
         "supervisor_pid": claimer.supervisor_pid,
         "supervisor_fingerprint": claimer.supervisor_fingerprint,
         "heartbeat_at": now,
+        "message": f"{_mode_label(run_id)} execution in progress",
     }
     with transaction.atomic():
         _limit_lock_wait()
@@ -300,7 +325,19 @@ def run_heartbeat(*, run_id: uuid.UUID) -> str | None:
         return TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
     except DatabaseError:
         logger.warning("run %s: heartbeat not written (database unavailable)", run_id)
+        database_reset()
         return None
+
+
+def database_reset() -> None:
+    """After a failed query outside a transaction: drop this thread's broken connections.
+
+    Long-running loops (a supervisor, a worker) have no request cycle to do it, and
+    a connection the database server closed fails every later query until it is
+    closed; the next query then connects afresh.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def run_cancel(*, run_id: uuid.UUID) -> str:
@@ -330,7 +367,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
                 reason="cancelled before it started",
                 created_at=now,
             )
-            _task_close(run_id)
+            _task_close(run_id, "the run was cancelled before it started")
             return RunStatus.CANCELLED
         requested = TunixRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
             status=RunStatus.CANCEL_REQUESTED,
@@ -358,7 +395,7 @@ def _mode_label(run_id: uuid.UUID) -> str:
     return "Dry-run" if mode == RunMode.DRY_RUN else "Local"
 
 
-def _task_close(run_id: uuid.UUID) -> None:
+def _task_close(run_id: uuid.UUID, why: str) -> None:
     """Close the queue row of a run that will not be executed (or whose worker is lost)."""
     from django_tasks_db.models import DBTaskResult
 
@@ -366,7 +403,10 @@ def _task_close(run_id: uuid.UUID) -> None:
     if not task_id:
         return
     DBTaskResult.objects.filter(id=task_id, status__in=["READY", "RUNNING"]).update(
-        status="FAILED", finished_at=timezone.now()
+        status="FAILED",
+        finished_at=timezone.now(),
+        exception_class_path="",
+        traceback=f"Closed by the run registry: {why}",
     )
 
 
@@ -441,7 +481,12 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
 # --- Reap -------------------------------------------------------------------------------
 
 
-def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> list[uuid.UUID]:
+def run_reap(
+    *,
+    now: datetime | None = None,
+    hosts_gone: Iterable[str] = (),
+    expire_leases: bool = True,
+) -> list[uuid.UUID]:
     """Finish executing runs that nobody will finish; return their ids.
 
     Every worker calls this in its loop (and `manage.py reap_runs` does once):
@@ -450,10 +495,17 @@ def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> 
     - A run of this host whose supervising process is gone is marked `failed`
       (interrupted) at once; a still-alive orphaned trainer of it is killed first.
     - A run on any host whose heartbeat is older than TUNIX_RUN_LEASE_SECONDS is
-      marked `failed` with a message naming the lost worker, and its queue row is
-      closed.
+      marked `failed` with a message naming the lost worker (docs/decisions.md#leases).
+      On its own host a live supervising process keeps its run: liveness seen from
+      here beats a heartbeat that could not be written (a database outage).
+      `expire_leases=False` skips this judgement, for a caller whose own view of
+      the database is younger than a lease.
     - Runs of the hosts named in `hosts_gone` (an operator's word that those
       machines are gone for good) are marked `failed` too.
+    A reaped run that was `cancel_requested` ends `cancelled` instead: its trainer
+    died with its supervisor. The queue row of a reaped run is closed. Pending
+    runs whose task a worker took without claiming them are queued again
+    (`run_requeue_unclaimed`).
     """
     now = now or timezone.now()
     host = host_name()
@@ -472,17 +524,112 @@ def run_reap(*, now: datetime | None = None, hosts_gone: Iterable[str] = ()) -> 
                 pending_outcome_discard(run_id=run.run_id)
             continue
         if run.supervisor_host in gone or _supervisor_gone(run, host):
-            message, reason = INTERRUPTED_MESSAGE, "reaped: supervising process gone"
-        elif (run.heartbeat_at or run.started_at) < expired_before:
+            message, reason = gone_worker_message(run), "reaped: supervising process gone"
+        elif (
+            expire_leases
+            and (run.heartbeat_at or run.started_at) < expired_before
+            and not _supervisor_alive_here(run, host)
+        ):
             message = lost_worker_message(run, lease)
             reason = f"reaped: lease expired ({message})"
         else:
             continue
         outcome = _interrupted_outcome(run, now, host, message)
         if run_finish(run=run, outcome=outcome, reason=reason):
-            _task_close(run.run_id)
+            _task_close(run.run_id, message)
             reaped.append(run.run_id)
+    if expire_leases:
+        run_requeue_unclaimed(now=now)
     return reaped
+
+
+def run_requeue_unclaimed(*, now: datetime | None = None) -> list[uuid.UUID]:
+    """Queue again the pending runs whose task a worker took but never claimed; their ids.
+
+    A worker takes a task, then claims its run; if it dies or loses the database
+    in between, the run stays `pending` with nobody to execute it. A run pending
+    for more than a lease whose task row is no longer ready (or is missing) gets
+    a fresh task, the old row closed and an event saying so. Exactly-once still
+    holds: whichever task delivers the run first claims it (`run_claim`).
+    """
+    from django_tasks_db.models import DBTaskResult
+
+    now = now or timezone.now()
+    older = now - timedelta(seconds=settings.TUNIX_RUN_LEASE_SECONDS)
+    pending = dict(
+        TunixRun.objects.filter(status=RunStatus.PENDING, created_at__lt=older).values_list(
+            "run_id", "task_id"
+        )
+    )
+    if not pending:
+        return []
+    ready: set[str] = set()
+    task_ids = [t for t in pending.values() if t]
+    for start in range(0, len(task_ids), 500):
+        ready.update(
+            str(t)
+            for t in DBTaskResult.objects.filter(
+                id__in=task_ids[start : start + 500], status="READY"
+            ).values_list("id", flat=True)
+        )
+    requeued = []
+    for run_id, task_id in pending.items():
+        if task_id and str(uuid.UUID(task_id)) in ready:
+            continue
+        if _requeue(run_id, task_id, now):
+            requeued.append(run_id)
+    return requeued
+
+
+def _requeue(run_id: uuid.UUID, task_id: str, now: datetime) -> bool:
+    from django_tasks_db.models import DBTaskResult
+
+    from runs.tasks import execute_run
+
+    run = TunixRun.objects.filter(pk=run_id).only("queue", "status").first()
+    if run is None or run.status != RunStatus.PENDING:
+        return False
+    queue = run.queue or settings.TUNIX_DEFAULT_QUEUE
+    if queue not in settings.TUNIX_QUEUES:
+        logger.warning("run %s: pending on queue %r, which is no longer configured", run_id, queue)
+        return False
+    taken_by = (
+        DBTaskResult.objects.filter(id=task_id).values_list("worker_ids", flat=True).first()
+        if task_id
+        else None
+    )
+    who = f"worker {taken_by[-1]}" if taken_by else "a worker"
+    with transaction.atomic():
+        _limit_lock_wait()
+        result = execute_run.using(queue_name=queue).enqueue(str(run_id))
+        moved = TunixRun.objects.filter(
+            pk=run_id, status=RunStatus.PENDING, task_id=task_id
+        ).update(task_id=str(result.id))
+        if not moved:
+            transaction.set_rollback(True)
+            return False
+        RunEvent.objects.create(
+            run_id=run_id,
+            from_status=RunStatus.PENDING,
+            to_status=RunStatus.PENDING,
+            reason=f"queued again on {queue}: its task was taken by {who}, which never claimed it",
+            created_at=now,
+        )
+        if task_id:
+            DBTaskResult.objects.filter(id=task_id, status__in=["READY", "RUNNING"]).update(
+                status="FAILED",
+                finished_at=now,
+                traceback="Closed by the run registry: its run was queued again",
+            )
+    logger.warning("run %s: queued again (its task was taken by %s, never claimed)", run_id, who)
+    return True
+
+
+def _supervisor_alive_here(run: TunixRun, host: str) -> bool:
+    """Whether the process executing `run` is alive on this very host."""
+    if run.supervisor_host != host or run.supervisor_pid is None:
+        return False
+    return process_alive(run.supervisor_pid, run.supervisor_fingerprint)
 
 
 def _supervisor_gone(run: TunixRun, host: str) -> bool:
@@ -493,25 +640,54 @@ def _supervisor_gone(run: TunixRun, host: str) -> bool:
 
 
 def _interrupted_outcome(run: TunixRun, now: datetime, host: str, message: str) -> RunOutcome:
-    """A dead run's outcome: `failed`, with what its trainer left in the run directory.
+    """A dead run's outcome: `failed`, with the output and metrics it left behind.
 
-    The directory is read only on the host that executed the run; elsewhere the
-    output and metrics shipped to the database so far are what remains.
+    On the host that executed the run its directory is read (an orphaned trainer
+    is killed first); elsewhere what the supervisor shipped to the database so far
+    (log chunks, metric rows) is what remains.
     """
     metrics: list[dict[str, Any]] = []
     stdout = stderr = ""
-    if run.mode == RunMode.LOCAL and run.supervisor_host == host:
+    here = run.mode == RunMode.LOCAL and run.supervisor_host == host
+    if here:
         run_dir = run_directory(run_id=run.run_id)
         if run.pid is not None and run.host == host:
             orphans_kill(run.pid, run_dir)
         stdout = log_excerpt(run_dir / "stdout.log")
         stderr = log_excerpt(run_dir / "stderr.log")
         metrics = metrics_parse(run_dir / METRICS_FILE, run_id=run.run_id)
+    if not here or not (stdout or stderr or metrics):
+        stdout, stderr = _stored_output(run, "stdout"), _stored_output(run, "stderr")
+        metrics = [
+            dict(row)
+            for row in RunMetric.objects.filter(run_id=run.run_id)
+            .order_by("step")
+            .values("step", "loss", "eval_loss", "tokens_per_second", "elapsed_seconds")
+        ]
     return RunOutcome(
-        status=RunStatus.FAILED,
+        # A run being cancelled ends as asked: its trainer died with its supervisor.
+        status=RunStatus.CANCELLED
+        if run.status == RunStatus.CANCEL_REQUESTED
+        else RunStatus.FAILED,
         message=message,
         stdout=stdout,
         stderr=f"{stderr}\n{message}" if stderr else message,
         completed_at=now,
         metrics=metrics,
     )
+
+
+def _stored_output(run: TunixRun, stream: str) -> str:
+    """The head of a stream as the database holds it: its log chunks, else the row's excerpt."""
+    head = bytearray()
+    chunks = run_log_text(run_id=run.run_id, stream=stream)
+    for chunk in chunks:
+        head += chunk.encode("utf-8")
+        if len(head) > OUTPUT_LIMIT_BYTES:
+            break
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+    if head:
+        return truncate_output(bytes(head))
+    return str(getattr(run, stream))

@@ -2,9 +2,9 @@
 
 `runs.services.run_enqueue` queues `execute_run` (django-tasks, database
 backend) in the transaction that creates the run; a worker (`manage.py
-run_worker`) delivers it here. The run row, not the task, is the source of
-truth: the task claims the run by a compare-and-set and does nothing if it is
-no longer pending (cancelled, or the task was delivered twice).
+run_worker`, `runs.worker`) delivers it here. The run row, not the task, is the
+source of truth: the task claims the run by a compare-and-set and does nothing
+if it is no longer pending (cancelled, or the task was delivered twice).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django_tasks import TaskContext, task
 from runs import execution, services
 from runs.models import RunMode
 from runs.runtime import tunix_runtime_available
+from runs.worker import executing
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def execute_run(context: TaskContext, run_id: str) -> str:
     if started is None:
         logger.info("run %s is not pending any more; its task is skipped", run_id)
         return ""
-    if started.run.mode == RunMode.LOCAL and not tunix_runtime_available():
-        return execution.run_fail_unavailable(started=started).status
-    return execution.run_execute(started=started).status
+    with executing(started.run):
+        if started.run.mode == RunMode.LOCAL and not tunix_runtime_available():
+            return execution.run_fail_unavailable(started=started).status
+        return execution.run_execute(started=started).status
