@@ -246,3 +246,21 @@ class RunMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} step {self.step}: {self.loss}"
+
+
+class DbWriteProbe(models.Model):
+    """The database write latency `GET /metrics` reports, the same from every process.
+
+    One row (pk 1): each scrape times one committed one-row write and adds the
+    observation to this cumulative histogram (docs/decisions.md#metrics-endpoint).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    # Cumulative counts, one per bound of runs.prometheus.DB_LATENCY_BUCKETS_MS.
+    bucket_counts = models.JSONField(default=list)
+    sum_ms = models.FloatField(default=0.0)
+    count = models.BigIntegerField(default=0)
+    probed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"database write probe ({self.count} observations)"
