@@ -14,6 +14,7 @@ from typing import Any
 import annotated_types
 import pydantic
 from django import forms
+from django.conf import settings
 from django.db import models
 
 from runs.models import RunMode, RunStatus
@@ -137,10 +138,37 @@ class LaunchForm(forms.Form):
         help_text="Validate the dataset without training. Turn off to train locally with Tunix.",
     )
 
+    queue = forms.ChoiceField(
+        required=False,
+        label="Queue",
+        help_text="The worker queue that executes a local run.",
+    )
+
     run_request: TunixRunRequest | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        queues = list(settings.TUNIX_QUEUES)
+        if len(queues) > 1:
+            queue = self.fields["queue"]
+            assert isinstance(queue, forms.ChoiceField)
+            queue.choices = [(q, q) for q in queues]
+            self.fields["queue"].initial = settings.TUNIX_DEFAULT_QUEUE
+        else:
+            # One queue: nothing to choose, the run goes to it.
+            del self.fields["queue"]
+
     def main_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("dataset_key", "model_id", "output_dir")]
+        names = ["dataset_key", "model_id", "output_dir"]
+        if "queue" in self.fields:
+            names.append("queue")
+        return [self[name] for name in names]
+
+    def queue_name(self) -> str | None:
+        """The chosen queue (valid form), None for the default one."""
+        if "queue" not in self.fields:
+            return None
+        return self.cleaned_data.get("queue") or None
 
     def hyperparameter_fields(self) -> list[forms.BoundField]:
         return [
@@ -180,6 +208,22 @@ class LaunchForm(forms.Form):
 
 def _choices(enum: type[models.TextChoices]) -> list[tuple[str, str]]:
     return [("", "Any"), *enum.choices]
+
+
+class LiveCursorForm(forms.Form):
+    """The run page's poll: what the page already shows.
+
+    `since_seq` is the seq of the last log chunk shown, `status` the status
+    shown, `steps` the metrics steps shown; the answer carries only what is new.
+    """
+
+    since_seq = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+    status = forms.ChoiceField(required=False, choices=_choices(RunStatus))
+    steps = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    def cursor(self) -> tuple[int, str, int | None]:
+        data = self.cleaned_data
+        return data.get("since_seq") or 0, data.get("status") or "", data.get("steps")
 
 
 class HistoryFilterForm(forms.Form):

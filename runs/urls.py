@@ -8,6 +8,9 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("runs/history/", views.history, name="history"),
     path("runs/<uuid:run_id>/", views.run_detail, name="detail"),
+    path("runs/<uuid:run_id>/live/", views.run_live, name="live"),
+    path("runs/<uuid:run_id>/cancel/", views.run_cancel_view, name="cancel"),
     path("runs/<uuid:run_id>/row/", views.run_row, name="row"),
     path("runs/<uuid:run_id>/logs/<str:stream>.log", views.run_log, name="log"),
+    path("workers/", views.workers, name="workers"),
 ]

@@ -1,34 +1,84 @@
-"""The run pages: the Tunix panel with its run history, a run's own page, its logs.
+"""The run pages: the Tunix panel with its run history, a run's own page, its logs, workers.
 
 Views are adapters: a form validates the input, one selector or service does
 the work, a template (or one of its partials, for htmx) renders it. The history
 table uses `run_list`, the selector of `GET /api/tunix/runs`.
+
+A local run launched from the form is queued for a worker (`run_enqueue`) and
+the browser lands on its page; a dry run still executes in the request. The
+page of a live run polls `run_live` with a cursor (the last log chunk shown,
+the status and metrics steps shown) and gets only what is new, as out-of-band
+swaps; the answer for a finished run has no trigger, so polling stops
+(docs/decisions.md#live-logs).
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.contrib import messages
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import push_url
+from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from datasets.selectors import dataset_list
 from runs.execution import run_execute
-from runs.forms import HistoryFilterForm, LaunchForm
-from runs.models import RunMode, TunixRun
+from runs.forms import HistoryFilterForm, LaunchForm, LiveCursorForm
+from runs.models import ACTIVE_STATUSES, RunMode, RunStatus, TunixRun
 from runs.runtime import tunix_status
-from runs.selectors import LOG_STREAMS, run_events, run_get, run_list, run_log_path, run_metrics
-from runs.services import InvalidRunRequest, TunixRuntimeUnavailable, run_start
+from runs.selectors import (
+    LOG_STREAMS,
+    queue_depths,
+    run_events,
+    run_get,
+    run_list,
+    run_log_chunks,
+    run_log_path,
+    run_log_tail,
+    run_log_text,
+    run_metrics,
+    run_queue_position,
+    workers_live,
+)
+from runs.services import (
+    InvalidRunRequest,
+    QueueUnavailable,
+    RunAlreadyFinished,
+    RunNotFound,
+    TunixRuntimeUnavailable,
+    run_cancel,
+    run_enqueue,
+    run_start,
+)
 from tunix_registry.pagination import DEFAULT_LIMIT
 
 HOME_TEMPLATE = "runs/home.html"
 DETAIL_TEMPLATE = "runs/detail.html"
+CANCEL_TEMPLATE = "runs/cancel.html"
+WORKERS_TEMPLATE = "runs/workers.html"
+# The client event a cancellation sends: live regions on the page refresh at once.
+RUNS_CHANGED_EVENT = "runs:changed"
+# Log chunks on a run page when it opens, and at most per poll (a client behind reads on).
+LOG_TAIL_CHUNKS = 200
+LIVE_CHUNKS = 100
+# A run that can still be cancelled (a cancel_requested one is being cancelled).
+CANCELLABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 # Datasets offered by the launch form's suggestion list (newest first); any key may be typed.
 DATASET_CHOICES_LIMIT = 200
 # Query parameters that open the history on page load (the filters, the page, or history=1).
@@ -57,6 +107,9 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
     status = 200
     if form.is_valid() and form.run_request is not None:
         try:
+            if not form.run_request.dry_run:
+                queued = run_enqueue(request=form.run_request, queue=form.queue_name())
+                return _to_queued_run(request, queued)
             context["result"] = run_execute(started=run_start(request=form.run_request))
         except TunixRuntimeUnavailable as exc:
             context["runtime_error"] = str(exc)
@@ -64,12 +117,24 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
         except InvalidRunRequest as exc:
             form.add_error(exc.field if exc.field in form.fields else None, str(exc))
             status = 422
+        except QueueUnavailable as exc:
+            form.add_error(None, f"{exc}. Nothing was launched; the form keeps your values.")
+            status = 503
     else:
         status = 422
     if request.htmx:
         # htmx swaps only 2xx answers; the outcome is in the fragment itself.
         return render(request, f"{HOME_TEMPLATE}#launch", _launch_context(context))
     return _render_home(request, status=status, **context)
+
+
+def _to_queued_run(request: HtmxHttpRequest, run: TunixRun) -> HttpResponse:
+    """The browser goes to the page of the run it just queued."""
+    messages.success(request, f"Run queued on {run.queue}; this page follows it live.")
+    url = reverse("runs:detail", args=[run.run_id])
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 def _prefill(run_id: str | None) -> tuple[dict[str, Any], str]:
@@ -133,6 +198,7 @@ def _history_context(form: HistoryFilterForm) -> dict[str, Any]:
     return {
         "history_errors": [],
         "runs": page.items,
+        "any_active": any(run.status in ACTIVE_STATUSES for run in page.items),
         "filtered": bool(filters),
         "offset": offset,
         "page_query": _page_query(filters, limit=limit, offset=offset),
@@ -191,18 +257,63 @@ def _run_or_404(run_id: uuid.UUID) -> TunixRun:
     return run
 
 
-@require_GET
-def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    """Everything stored about one run: fields, configuration, events, metrics, outputs."""
-    run = _run_or_404(run_id)
-    logs = {
+def _active(run: TunixRun) -> bool:
+    return run.status in ACTIVE_STATUSES
+
+
+def _run_facts(run: TunixRun) -> dict[str, Any]:
+    """The fields of the run page that move while it executes (no query but a pending run's)."""
+    now = timezone.now()
+    facts: dict[str, Any] = {
+        "run": run,
+        "active": _active(run),
+        "cancellable": run.status in CANCELLABLE_STATUSES,
+        "queue_position": None,
+        "queue_served": True,
+        "elapsed": None,
+        "heartbeat_age": None,
+    }
+    if run.status == RunStatus.PENDING:
+        facts["queue_position"] = run_queue_position(run=run)
+        facts["queue_served"] = any(run.queue in w.queues for w in workers_live(now=now))
+        facts["elapsed"] = (now - run.created_at).total_seconds()
+    elif _active(run):
+        facts["elapsed"] = (now - run.started_at).total_seconds()
+        if run.heartbeat_at is not None:
+            facts["heartbeat_age"] = max((now - run.heartbeat_at).total_seconds(), 0.0)
+    return facts
+
+
+def _log_files(run: TunixRun) -> dict[str, bool]:
+    return {
         stream: run_log_path(run_id=run.run_id, stream=stream) is not None for stream in LOG_STREAMS
     }
+
+
+def _live_url(run: TunixRun, *, since_seq: int) -> str:
+    params: dict[str, str | int] = {"since_seq": since_seq, "status": run.status}
+    if run.metrics_steps is not None:
+        params["steps"] = run.metrics_steps
+    return f"{reverse('runs:live', args=[run.run_id])}?{urlencode(params)}"
+
+
+@require_GET
+def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """Everything stored about one run: fields, configuration, events, metrics, output.
+
+    A live run's page polls `run_live`; the log panel opens on the latest chunks.
+    """
+    run = _run_or_404(run_id)
+    chunks = run_log_tail(run_id=run.run_id, max_chunks=LOG_TAIL_CHUNKS)
+    since_seq = chunks[-1].seq if chunks else 0
     context = {
-        "run": run,
+        **_run_facts(run),
         "events": run_events(run_id=run.run_id),
         "metrics": run_metrics(run_id=run.run_id),
-        "logs": logs,
+        "logs": _log_files(run),
+        "chunks": chunks,
+        "has_chunks": bool(chunks),
+        "live_url": _live_url(run, since_seq=since_seq),
         "is_local": run.mode == RunMode.LOCAL,
         "config_rows": sorted((run.config or {}).items()),
     }
@@ -210,17 +321,153 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 
 
 @require_GET
-def run_log(request: HttpRequest, run_id: uuid.UUID, stream: str) -> FileResponse:
-    """The complete stdout.log or stderr.log of a run, as a plain-text download."""
+def run_live(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """What changed on a run page since its cursor, as htmx out-of-band swaps.
+
+    Always the moving fields and the log chunks after `since_seq`; the metrics
+    when the steps differ from `steps`; the head, events and output when the
+    status differs from `status`. A finished run's answer carries no trigger, so
+    the page stops polling. Two queries when nothing moved (three or four for a
+    pending run: its queue position, live workers).
+    """
+    form = LiveCursorForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Invalid live cursor")
+    since_seq, shown_status, shown_steps = form.cursor()
+    run = _run_or_404(run_id)
+    if not request.htmx:
+        return redirect("runs:detail", run_id=run.run_id)
+    chunks = run_log_chunks(run_id=run.run_id, since_seq=since_seq, limit=LIVE_CHUNKS)
+    status_changed = run.status != shown_status
+    # The metrics section says "final" rather than "latest" once the run has ended.
+    steps_changed = run.metrics_steps != shown_steps or (status_changed and not _active(run))
+    context: dict[str, Any] = {
+        **_run_facts(run),
+        "oob": True,
+        "chunks": chunks,
+        "status_changed": status_changed,
+        "steps_changed": steps_changed,
+        "live_url": _live_url(run, since_seq=chunks[-1].seq if chunks else since_seq),
+        "is_local": run.mode == RunMode.LOCAL,
+    }
+    if steps_changed:
+        context["metrics"] = run_metrics(run_id=run.run_id)
+    if status_changed:
+        context["events"] = run_events(run_id=run.run_id)
+        context["logs"] = _log_files(run)
+        context["has_chunks"] = bool(chunks) or since_seq > 0
+    return render(request, f"{DETAIL_TEMPLATE}#live", context)
+
+
+# --- Cancellation ------------------------------------------------------------------------
+
+
+def _safe_next(request: HttpRequest, candidate: str | None) -> str | None:
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return None
+
+
+@require_http_methods(["GET", "POST"])
+def run_cancel_view(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """GET: the confirmation page (for browsers without JavaScript). POST: cancel the run.
+
+    POST only changes state, behind Django's CSRF check (token and origin). With
+    htmx the answer is a notice and a `runs:changed` event that refreshes the
+    page's live regions; otherwise a message and a redirect (to `next` if safe).
+    """
+    if request.method == "GET":
+        run = _run_or_404(run_id)
+        context = {
+            "run": run,
+            "cancellable": run.status in CANCELLABLE_STATUSES,
+            "next": _safe_next(request, request.GET.get("next")),
+        }
+        return render(request, CANCEL_TEMPLATE, context)
+    try:
+        new_status = run_cancel(run_id=run_id)
+    except RunNotFound:
+        raise Http404("No run with this id") from None
+    except RunAlreadyFinished as exc:
+        level, text = messages.ERROR, str(exc)
+    else:
+        level = messages.SUCCESS
+        text = (
+            "Run cancelled before it started."
+            if new_status == RunStatus.CANCELLED
+            else "Cancellation requested: the trainer is being stopped, then the run is "
+            "recorded cancelled with its output so far."
+        )
+    if request.htmx:
+        notice = {"level": "success" if level == messages.SUCCESS else "error", "text": text}
+        response = render(request, f"{DETAIL_TEMPLATE}#cancel-notice", {"notice": notice})
+        trigger_client_event(response, RUNS_CHANGED_EVENT)
+        return response
+    messages.add_message(request, level, text)
+    return redirect(
+        _safe_next(request, request.POST.get("next")) or reverse("runs:detail", args=[run_id])
+    )
+
+
+# --- Log downloads -----------------------------------------------------------------------
+
+
+def _encoded(pieces: Iterator[str]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield piece.encode("utf-8")
+
+
+@require_GET
+def run_log(
+    request: HttpRequest, run_id: uuid.UUID, stream: str
+) -> StreamingHttpResponse | FileResponse:
+    """The complete stdout or stderr of a run, as a plain-text download.
+
+    Served from the chunks stored in the database, so it works wherever the run
+    executed; a run without stored chunks (from before they were stored) is
+    served from its log file in the run directory, if this machine has it.
+    """
     if stream not in LOG_STREAMS:
         raise Http404("Unknown log stream")
     run = _run_or_404(run_id)
+    filename = f"run-{run.run_id}-{stream}.log"
+    pieces = run_log_text(run_id=run.run_id, stream=stream)
+    first = next(pieces, None)
+    if first is not None or run_log_chunks(run_id=run.run_id, since_seq=0, limit=1):
+        body = itertools.chain([] if first is None else [first], pieces)
+        response = StreamingHttpResponse(_encoded(body), content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
     path = run_log_path(run_id=run.run_id, stream=stream)
     if path is None:
-        raise Http404("This run has no such log file")
+        raise Http404("This run has no such log")
     return FileResponse(
         path.open("rb"),
         as_attachment=True,
-        filename=f"run-{run.run_id}-{stream}.log",
+        filename=filename,
         content_type="text/plain; charset=utf-8",
     )
+
+
+# --- Workers -----------------------------------------------------------------------------
+
+
+@require_GET
+def workers(request: HtmxHttpRequest) -> HttpResponse:
+    """The live workers (host, queues, current run, heartbeat) and the queue depths."""
+    now = timezone.now()
+    live = workers_live(now=now)
+    context = {
+        "workers": [
+            {
+                "worker": worker,
+                "heartbeat_age": max((now - worker.heartbeat_at).total_seconds(), 0.0),
+            }
+            for worker in live
+        ],
+        "depths": sorted(queue_depths().items()),
+    }
+    template = f"{WORKERS_TEMPLATE}#workers-live" if request.htmx else WORKERS_TEMPLATE
+    return render(request, template, context)

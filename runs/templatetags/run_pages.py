@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html
 
 register = template.Library()
@@ -79,6 +80,14 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def seconds_since(value: datetime | None) -> float | None:
+    """Seconds from an aware datetime until now (for `duration`); None for None."""
+    if value is None:
+        return None
+    return max((timezone.now() - value).total_seconds(), 0.0)
 
 
 @register.filter

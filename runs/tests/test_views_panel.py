@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django_tasks_db.models import DBTaskResult
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import RunMode, RunStatus, TunixRun
@@ -113,17 +115,72 @@ def test_failed_dry_run_shows_the_failure_and_stderr(client: Client) -> None:
     assert TunixRun.objects.get().status == RunStatus.FAILED
 
 
-def test_unchecked_dry_run_means_a_local_run(client: Client, fake_trainer: Any) -> None:
+def test_unchecked_dry_run_queues_a_local_run_and_goes_to_its_page(
+    client: Client, fake_trainer: Any
+) -> None:
     dataset_with_traces(name="demo", version="v1", count=3)
     response = client.post(
         reverse("runs:home"), form_data(dry_run=None, model_id="fake-ok"), headers=HTMX
     )
-    html = response.content.decode()
     run = TunixRun.objects.get()
-    assert run.mode == RunMode.LOCAL and run.status == RunStatus.COMPLETED
-    assert 'data-testid="tunix:run-mode">local<' in html
-    assert 'data-testid="tunix:run-exit-code">0<' in html
-    assert "Final loss" in html and "1.2500" in html
+    assert run.mode == RunMode.LOCAL and run.status == RunStatus.PENDING
+    assert run.queue == "default"
+    # Answered at once: the browser goes to the run's page, a worker executes it.
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/runs/{run.run_id}/"
+    task = DBTaskResult.objects.get(id=run.task_id)
+    assert task.queue_name == "default" and task.status == "READY"
+    page = client.get(response["HX-Redirect"]).content.decode()
+    assert "Run queued on default; this page follows it live." in page
+    assert '<span class="status-badge status-pending" data-testid="run:status">' in page
+
+    plain = client.post(reverse("runs:home"), form_data(dry_run=None, model_id="fake-ok"))
+    assert plain.status_code == 302
+    second = TunixRun.objects.exclude(pk=run.pk).get()
+    assert plain["Location"] == f"/runs/{second.run_id}/"
+
+
+def test_the_queue_choice_appears_with_several_queues_and_is_validated(
+    client: Client, settings: Any
+) -> None:
+    assert 'name="queue"' not in client.get(reverse("runs:home")).content.decode()
+    settings.TUNIX_QUEUES = ["default", "gpu"]
+    settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": ["default", "gpu"]}}
+    html = client.get(reverse("runs:home")).content.decode()
+    assert '<select name="queue"' in html
+    assert '<option value="gpu">gpu</option>' in html
+    assert '<option value="default" selected>default</option>' in html
+
+    bad = client.post(reverse("runs:home"), form_data(dry_run=None, queue="tpu"), headers=HTMX)
+    html = bad.content.decode()
+    marker = 'data-testid="tunix:field-error-queue"'
+    assert marker in html and "Select a valid choice" in html.split(marker)[1][:200]
+    assert not TunixRun.objects.exists()
+
+    good = client.post(reverse("runs:home"), form_data(dry_run=None, queue="gpu"), headers=HTMX)
+    run = TunixRun.objects.get()
+    assert good["HX-Redirect"] == f"/runs/{run.run_id}/"
+    assert run.queue == "gpu"
+    assert DBTaskResult.objects.get(id=run.task_id).queue_name == "gpu"
+
+
+def test_a_queue_the_database_cannot_take_is_a_form_error_and_keeps_the_values(
+    client: Client,
+) -> None:
+    # A real failure of the queue's table (renamed away inside the test's transaction).
+    table = DBTaskResult._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_gone")
+    response = client.post(reverse("runs:home"), form_data(dry_run=None, model_id="my/model"))
+    assert response.status_code == 503
+    html = response.content.decode()
+    error = html.split('data-testid="tunix:error"')[1][:300]
+    assert "The run could not be queued" in error and "Nothing was launched" in error
+    assert 'value="my/model"' in html
+    assert not TunixRun.objects.exists()
+    fragment = client.post(reverse("runs:home"), form_data(dry_run=None), headers=HTMX)
+    assert fragment.status_code == 200
+    assert 'data-testid="tunix:error"' in fragment.content.decode()
 
 
 @pytest.mark.parametrize(
@@ -181,20 +238,16 @@ def test_output_dir_outside_the_allowed_roots_is_a_field_error(client: Client) -
     assert not TunixRun.objects.exists()
 
 
-def test_local_run_without_the_runtime_explains_how_to_install_it(
+def test_local_run_is_queued_even_without_the_runtime_on_this_server(
     client: Client, tunix_missing: None
 ) -> None:
+    # The worker that takes it checks for the runtime (it may be another machine).
+    html = client.get(reverse("runs:home")).content.decode()
+    assert "Local runs need the Tunix runtime on the worker that takes them" in html
     response = client.post(reverse("runs:home"), form_data(dry_run=None), headers=HTMX)
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert 'data-testid="tunix:runtime-error"' in html
-    assert "The Tunix runtime is not installed on this server" in html
-    assert "pip install -e &#x27;.[tunix]&#x27;" in html
-    assert not TunixRun.objects.exists()
-    # Without htmx the whole page comes back with the API's status code.
-    plain = client.post(reverse("runs:home"), form_data(dry_run=None))
-    assert plain.status_code == 501
-    assert 'data-testid="tunix:runtime-error"' in plain.content.decode()
+    run = TunixRun.objects.get()
+    assert run.status == RunStatus.PENDING
+    assert response["HX-Redirect"] == f"/runs/{run.run_id}/"
 
 
 def test_run_output_is_escaped_in_the_result(client: Client) -> None:

@@ -1,6 +1,7 @@
 // The run pages' few lines of behaviour that htmx does not cover:
-// expanders (aria-expanded + the region they control), local times, and
-// a visible message when an htmx request fails.
+// expanders (aria-expanded + the region they control), local times,
+// a visible message when an htmx request fails, and the live log tail
+// (kept scrolled to the bottom while the reader is there, and bounded).
 (function () {
   "use strict";
 
@@ -63,6 +64,40 @@
   document.addEventListener("htmx:sendError", function (event) {
     showError(event, "the server could not be reached");
   });
+  // The live log keeps at most this many characters on the page (the download has all).
+  var LOG_TAIL_CHARS = 400000;
+  var logAtBottom = true;
+
+  function isLogTail(elt) {
+    return elt && elt.hasAttribute && elt.hasAttribute("data-log-tail");
+  }
+
+  function scrollLog(log) {
+    log.scrollTop = log.scrollHeight;
+  }
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var log = event.detail.target;
+    if (isLogTail(log)) {
+      logAtBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    var log = event.detail.target;
+    if (!isLogTail(log)) {
+      return;
+    }
+    var size = log.textContent.length;
+    while (size > LOG_TAIL_CHARS && log.firstElementChild) {
+      size -= log.firstElementChild.textContent.length;
+      log.removeChild(log.firstElementChild);
+    }
+    if (logAtBottom) {
+      scrollLog(log);
+    }
+  });
+  document.querySelectorAll("[data-log-tail]").forEach(scrollLog);
+
   document.addEventListener("htmx:load", function (event) {
     localTimes(event.detail.elt);
   });
