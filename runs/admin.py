@@ -1,6 +1,7 @@
 """Admin of the run registry: read-only for everyone, superusers included.
 
-Runs are immutable audit records (docs/decisions.md#no-delete-patch-retry); the admin inspects them.
+Runs are immutable audit records (docs/decisions.md#no-delete-patch-retry); the admin inspects them,
+their stored log chunks (a paginated list per run, linked from the run) and the workers.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from django.db import connection
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from runs.models import RunEvent, RunMetric, TunixRun
+from runs.models import RunEvent, RunLogChunk, RunMetric, TunixRun, TunixWorker
 from tunix_registry.admin import ReadOnlyAdminMixin
 
 
@@ -108,6 +111,12 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "pid",
                     "supervisor_host",
                     "supervisor_pid",
+                    "queue",
+                    "task_id",
+                    "worker_id",
+                    "heartbeat_at",
+                    "artifacts",
+                    "log_chunks_link",
                 )
             },
         ),
@@ -140,6 +149,12 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def metrics_count(self, obj: TunixRun) -> int:
         return int(getattr(obj, "metric_rows", 0) or 0)
 
+    @admin.display(description="log chunks")
+    def log_chunks_link(self, obj: TunixRun) -> str:
+        # A link, not an inline: a run may have thousands of chunks (the list pages them).
+        url = reverse("admin:runs_runlogchunk_changelist") + f"?run__run_id__exact={obj.run_id}"
+        return format_html('<a href="{}">Stored log chunks of this run</a>', url)
+
     @admin.display(description="stdout")
     def stdout_block(self, obj: TunixRun) -> str:
         # format_html escapes the output: run output is never marked safe.
@@ -148,3 +163,45 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="stderr")
     def stderr_block(self, obj: TunixRun) -> str:
         return format_html('<pre class="run-output">{}</pre>', obj.stderr)
+
+
+@admin.register(RunLogChunk)
+class RunLogChunkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """A run's stored output, chunk by chunk (open it from the run's page)."""
+
+    list_display = ("run_id", "seq", "stream", "created_at", "chunk_preview")
+    list_filter = ("stream",)
+    ordering = ("run", "seq")
+    list_per_page = 100
+    show_full_result_count = False
+    fields = ("run_id", "seq", "stream", "created_at", "chunk_block")
+    readonly_fields = fields
+
+    @admin.display(description="chunk")
+    def chunk_preview(self, obj: RunLogChunk) -> str:
+        return Truncator(obj.chunk).chars(120)
+
+    @admin.display(description="chunk")
+    def chunk_block(self, obj: RunLogChunk) -> str:
+        return format_html('<pre class="run-output">{}</pre>', obj.chunk)
+
+
+@admin.register(TunixWorker)
+class TunixWorkerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Worker processes as they last reported (written by the workers only)."""
+
+    list_display = (
+        "worker_id",
+        "host",
+        "pid",
+        "queues",
+        "current_run_id",
+        "heartbeat_at",
+        "started_at",
+        "stopped_at",
+    )
+    list_filter = ("host",)
+    search_fields = ("=worker_id", "host")
+    ordering = ("-heartbeat_at", "worker_id")
+    readonly_fields = list_display
+    fields = list_display

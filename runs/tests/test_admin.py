@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from runs.models import RunStatus, TunixRun
+from runs.models import RunLogChunk, RunStatus, TunixRun, TunixWorker
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -80,3 +80,46 @@ def test_bulk_delete_action_is_not_offered(admin_client_logged_in: Client) -> No
     )
     assert response.status_code in (200, 302, 403)
     assert TunixRun.objects.filter(pk=run.pk).exists()
+
+
+def test_log_chunks_are_linked_from_the_run_and_listed_read_only(
+    admin_client_logged_in: Client,
+) -> None:
+    client = admin_client_logged_in
+    run = TunixRunFactory.create()
+    other = TunixRunFactory.create()
+    for seq in range(1, 4):
+        RunLogChunk.objects.create(run=run, seq=seq, stream="stdout", chunk=f"<b>line {seq}</b>")
+    RunLogChunk.objects.create(run=other, seq=1, stream="stderr", chunk="other run")
+    html = client.get(f"/admin/runs/tunixrun/{run.run_id}/change/").content.decode()
+    link = f"/admin/runs/runlogchunk/?run__run_id__exact={run.run_id}"
+    assert f'href="{link}"' in html
+    listing = client.get(link)
+    assert listing.status_code == 200
+    assert [c.seq for c in listing.context["cl"].result_list] == [1, 2, 3]
+    body = listing.content.decode()
+    assert "&lt;b&gt;line 1&lt;/b&gt;" in body and "<b>line 1</b>" not in body
+    assert "other run" not in body
+    chunk = RunLogChunk.objects.get(run=run, seq=2)
+    detail = client.get(f"/admin/runs/runlogchunk/{chunk.pk}/change/")
+    assert detail.status_code == 200
+    assert '<pre class="run-output">&lt;b&gt;line 2&lt;/b&gt;</pre>' in detail.content.decode()
+    assert (
+        client.post(f"/admin/runs/runlogchunk/{chunk.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert RunLogChunk.objects.count() == 4
+
+
+def test_workers_are_listed_read_only(admin_client_logged_in: Client) -> None:
+    client = admin_client_logged_in
+    TunixWorker.objects.create(worker_id="w-1", host="box", pid=7, queues=["default"])
+    response = client.get("/admin/runs/tunixworker/")
+    assert response.status_code == 200
+    assert "w-1" in response.content.decode()
+    assert "/admin/runs/tunixworker/add/" not in response.content.decode()
+    assert client.get("/admin/runs/tunixworker/w-1/change/").status_code == 200
+    response = client.post("/admin/runs/tunixworker/w-1/change/", {"host": "changed"})
+    assert response.status_code == 403
+    assert client.post("/admin/runs/tunixworker/w-1/delete/", {"post": "yes"}).status_code == 403
+    assert TunixWorker.objects.get().host == "box"

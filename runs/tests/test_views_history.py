@@ -241,3 +241,46 @@ def test_row_detail_errors(client: Client) -> None:
 
 def test_history_rejects_posts(client: Client) -> None:
     assert client.post(reverse("runs:history")).status_code == 405
+
+
+def test_history_polls_only_while_a_row_on_screen_is_live(client: Client) -> None:
+    runs_at(2)
+    html = history(client)
+    assert 'data-testid="tunix:history-poll"' not in html
+    assert "every 3s" not in html
+    assert 'data-testid="tunix:refresh-history-btn"' in client.get("/?history=1").content.decode()
+    for status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCEL_REQUESTED):
+        live = TunixRunFactory.create(status=status)
+        html = history(client)
+        poll = html.split('data-testid="tunix:history-poll"')[1].split(">", 1)[0]
+        assert 'hx-get="/runs/history/"' in poll
+        assert "every 3s [!document.querySelector" in poll and "runs:changed from:body" in poll
+        live.delete()
+    # A filtered page polls its own filters and page.
+    TunixRunFactory.create(status=RunStatus.RUNNING, dataset_key="x-v1")
+    html = history(client, dataset_key="x-v1")
+    assert 'hx-get="/runs/history/?dataset_key=x-v1"' in html
+    # Live runs off screen (another page, other filters) start no polling.
+    assert 'data-testid="tunix:history-poll"' not in history(client, dataset_key="demo-v1")
+
+
+def test_history_rows_of_pending_and_running_runs_have_a_cancel_button(client: Client) -> None:
+    pending = TunixRunFactory.create(status=RunStatus.PENDING)
+    running = TunixRunFactory.create(status=RunStatus.RUNNING)
+    requested = TunixRunFactory.create(status=RunStatus.CANCEL_REQUESTED)
+    done = TunixRunFactory.create(status=RunStatus.COMPLETED)
+    html = history(client)
+    for run in (pending, running):
+        button = html.split(f'data-testid="tunix:cancel-btn-{run.run_id}"')[1].split(">", 1)[0]
+        assert f'hx-post="/runs/{run.run_id}/cancel/"' in button
+        assert f'hx-confirm="Cancel run {run.run_id}?' in button
+        assert 'hx-target="#history-notice"' in button
+        assert f'href="/runs/{run.run_id}/cancel/?next=' in html
+    for run in (requested, done):
+        assert f"tunix:cancel-btn-{run.run_id}" not in html
+    badges = [
+        '<span class="status-badge status-pending"',
+        '<span class="status-badge status-cancel_requested"',
+    ]
+    for badge in badges:
+        assert badge in html

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from runs.models import RunMode, RunStatus
+from runs.models import RunLogChunk, RunMode, RunStatus
 from runs.selectors import run_directory
 from runs.templatetags.run_pages import duration, loss, loss_chart, nice_step
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory
@@ -150,6 +150,42 @@ def test_log_downloads_for_a_local_run(client: Client, data_dir: Path) -> None:
     )
     assert response.getvalue().decode() == full
     assert client.get(reverse("runs:log", args=[run.run_id, "stderr"])).status_code == 404
+
+
+def test_log_downloads_serve_the_stored_chunks_wherever_the_run_ran(client: Client) -> None:
+    # No run directory on this machine: the run executed on another worker.
+    run = TunixRunFactory.create(mode=RunMode.LOCAL, exit_code=0, supervisor_host="elsewhere")
+    pieces = [
+        ("stdout", "step 1 <loss> 2.0\n"),
+        ("stderr", "a warning\n"),
+        ("marker", "[... 10 bytes left out ...]\n"),
+        ("stdout", "step 2 loss 1.5 é\n"),
+    ]
+    for seq, (stream, text) in enumerate(pieces, start=1):
+        RunLogChunk.objects.create(run=run, seq=seq, stream=stream, chunk=text)
+    html = client.get(reverse("runs:detail", args=[run.run_id])).content.decode()
+    assert f'href="/runs/{run.run_id}/logs/stdout.log"' in html
+    assert f'href="/runs/{run.run_id}/logs/stderr.log"' in html
+    response = client.get(reverse("runs:log", args=[run.run_id, "stdout"]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="run-{run.run_id}-stdout.log"'
+    )
+    body = b"".join(response.streaming_content).decode()  # type: ignore[arg-type]
+    assert body == "step 1 <loss> 2.0\n[... 10 bytes left out ...]\nstep 2 loss 1.5 é\n"
+    stderr = client.get(reverse("runs:log", args=[run.run_id, "stderr"]))
+    assert b"".join(stderr.streaming_content) == b"a warning\n[... 10 bytes left out ...]\n"  # type: ignore[arg-type]
+
+
+def test_a_stream_without_chunks_of_a_run_with_chunks_is_an_empty_download(
+    client: Client, data_dir: Path
+) -> None:
+    run = TunixRunFactory.create(mode=RunMode.LOCAL, exit_code=0)
+    RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="only stdout\n")
+    response = client.get(reverse("runs:log", args=[run.run_id, "stderr"]))
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b""  # type: ignore[arg-type]
 
 
 def test_log_download_errors(client: Client) -> None:
