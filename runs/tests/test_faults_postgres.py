@@ -132,7 +132,8 @@ def _outages(harness: Harness, pg: Any) -> None:
     assert wait_status(harness, url, first, {"completed", "failed", "timeout", "cancelled"}) == (
         "completed"
     ), sql(url, "SELECT message, stderr FROM runs_tunixrun WHERE run_id = %s", first)
-    assert all(line in log_text(url, first) for line in ("step 3", "released"))
+    stored = log_text(url, first)
+    assert "step 3" in stored and "released" in stored, f"stored log chunks: {stored!r}"
     assert events(url, first) == [
         (None, "pending"),
         ("pending", "running"),
@@ -153,10 +154,6 @@ def _outages(harness: Harness, pg: Any) -> None:
     ), sql(url, "SELECT message, stderr FROM runs_tunixrun WHERE run_id = %s", second)
     stdout = sql(url, "SELECT stdout FROM runs_tunixrun WHERE run_id = %s", second)[0][0]
     assert "released" in stdout
-    # The log the pages and the logs endpoint serve has its end too.
-    assert all(line in log_text(url, second) for line in ("step 3", "released")), log_text(
-        url, second
-    )
     assert events(url, second) == [
         (None, "pending"),
         ("pending", "running"),
@@ -177,3 +174,7 @@ def _outages(harness: Harness, pg: Any) -> None:
         url, "SELECT count(*) FROM runs_runevent WHERE to_status = 'running' GROUP BY run_id"
     )
     assert [row[0] for row in claims] == [1, 1, 1]
+    # The log the pages and the logs endpoint serve holds what the trainer printed
+    # while the database was down.
+    stored = log_text(url, second)
+    assert "step 3" in stored and "released" in stored, f"stored log chunks: {stored!r}"
