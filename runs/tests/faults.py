@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -403,6 +404,7 @@ class PostgresCluster:
     def destroy(self) -> None:
         script = Path(settings.BASE_DIR) / "scripts" / "pg.sh"
         subprocess.run([str(script), "stop", str(self.directory)], timeout=120, check=False)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
