@@ -33,6 +33,7 @@ from tunix_registry.fields import (
 )
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
+from tunix_registry.schemas import ErrorOut
 from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["datasets"])
@@ -47,10 +48,6 @@ DatasetKeyPath = Annotated[
 NDJSON = "application/x-ndjson"
 # Lines are grouped into chunks of about this many characters before they are sent.
 STREAM_CHUNK_CHARS = 64 * 1024
-
-
-class ErrorOut(Schema):
-    detail: str
 
 
 class DatasetBuildIn(Schema):

@@ -34,13 +34,10 @@ from traces.schemas import (
 from tunix_registry.fields import PageLimit, PageOffset
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
+from tunix_registry.schemas import ErrorOut
 from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["traces"])
-
-
-class ErrorOut(Schema):
-    detail: str
 
 
 class TraceCreateOut(Schema):

@@ -36,42 +36,10 @@ from runs.api import router as runs_router
 from traces.api import router as traces_router
 from tunix_registry.fields import JSON_VALUE_COMPONENT, NO_NUL_MESSAGE, NO_NUL_PATTERN
 from tunix_registry.rendering import ApiRenderer
+from tunix_registry.schemas import ErrorOut
 
 logger = logging.getLogger(__name__)
 
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-    "title": "Error",
-}
-_VALIDATION_ERROR_SCHEMA = {
-    "type": "object",
-    "title": "ValidationError",
-    "required": ["detail"],
-    "properties": {
-        "detail": {
-            "anyOf": [
-                {"type": "string"},
-                {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "loc", "msg"],
-                        "properties": {
-                            "type": {"type": "string"},
-                            "loc": {
-                                "type": "array",
-                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                            },
-                            "msg": {"type": "string"},
-                        },
-                    },
-                },
-            ]
-        }
-    },
-}
 _REF = "#/components/schemas/"
 _DESCRIPTIONS = {
     "400": "Malformed request (for instance a body that is not JSON)",
@@ -81,10 +49,9 @@ _DESCRIPTIONS = {
 
 
 def _error_response(code: str) -> dict[str, Any]:
-    schema = "ValidationError" if code == "422" else "Error"
     return {
         "description": _DESCRIPTIONS[code],
-        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
+        "content": {"application/json": {"schema": {"$ref": _REF + "ErrorOut"}}},
     }
 
 
@@ -138,8 +105,11 @@ class RegistryAPI(NinjaAPI):
     def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
         schema = super().get_openapi_schema(**kwargs)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.setdefault("Error", _ERROR_SCHEMA)
-        components.setdefault("ValidationError", _VALIDATION_ERROR_SCHEMA)
+        # The one error shape, also where no operation declared it.
+        error_out = ErrorOut.model_json_schema(ref_template=_REF + "{model}")
+        for name, definition in error_out.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault("ErrorOut", error_out)
         components.setdefault("JsonValue", JSON_VALUE_COMPONENT)
         _standard_bounds(schema)
         for methods in schema.get("paths", {}).values():

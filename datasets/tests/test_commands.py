@@ -57,6 +57,11 @@ def test_build_dataset_string_filter_value_in_quotes() -> None:
         (["ok", "v1", "--filter", "novalue"], "key=value"),
         (["ok", "v1", "--filter", "=1"], "key=value"),
         (["ok", "v1", "--filter", "a=1", "--filter", "a=2"], "given twice"),
+        # A NUL, typed raw or as a JSON escape, in a value or a key (PostgreSQL cannot store it).
+        (["ok", "v1", "--filter", "src=a\x00b"], "src must not contain NUL"),
+        (["ok", "v1", "--filter", 'src="a\\u0000b"'], "src must not contain NUL"),
+        (["ok", "v1", "--filter", 'src={"k": ["\\u0000"]}'], r"src\.k\[0\] must not contain NUL"),
+        (["ok", "v1", "--filter", "s\x00rc=1"], "a key must not contain NUL"),
     ],
 )
 def test_build_dataset_errors(args: list[str], message: str, data_dir: Path) -> None:

@@ -10,58 +10,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from traces.tests.factories import make_payload
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tunix_registry.tests.servers import serve_gunicorn, server_env
 
 
 @pytest.fixture(scope="module")
 def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = _free_port()
-    data_dir = tmp_path_factory.mktemp("gunicorn-data")
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_DEBUG"}}
-    env.update(
-        DJANGO_SETTINGS_MODULE="tunix_registry.settings_test",
-        TUNIX_REGISTRY_DATA_DIR=str(data_dir),
-        TRACE_MAX_BYTES="2048",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "tunix_registry.wsgi:application",
-         "--config", "python:tunix_registry.gunicorn_conf",
-         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning"],
-        cwd=Path(settings.BASE_DIR), env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    pytest.fail(f"gunicorn did not start:\n{out}")
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    env = server_env(tmp_path_factory.mktemp("gunicorn-data"), TRACE_MAX_BYTES="2048")
+    with serve_gunicorn(env) as served:
+        yield served.port
 
 
 def post_chunked(port: int, body: bytes, chunk: int = 500) -> tuple[int, dict[str, object]]:

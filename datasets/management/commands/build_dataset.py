@@ -11,13 +11,20 @@ from tqdm import tqdm
 
 from datasets import services
 from datasets.forms import parse_filter_value
+from tunix_registry.fields import json_object_check
 
 
 def parse_filter(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise CommandError(f"--filter must look like key=value (got {text!r})")
-    return key, parse_filter_value(raw)
+    value = parse_filter_value(raw)
+    try:
+        # PostgreSQL cannot store a NUL, typed raw or as a JSON escape ("\u0000").
+        json_object_check({key: value})
+    except ValueError as exc:
+        raise CommandError(f"--filter {key!r}: {exc}") from None
+    return key, value
 
 
 class Command(BaseCommand):
