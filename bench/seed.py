@@ -22,7 +22,8 @@ INSERT INTO runs_tunixrun (
     run_id, dataset_key, model_id, mode, status, exit_code,
     started_at, completed_at, duration_seconds, stdout, stderr, created_at,
     output_dir, config, message, host, pid, supervisor_host, supervisor_pid,
-    supervisor_fingerprint, metrics_steps, final_loss, best_eval_loss, tokens_per_second
+    supervisor_fingerprint, queue, task_id, worker_id,
+    metrics_steps, final_loss, best_eval_loss, tokens_per_second
 )
 SELECT
     gen_random_uuid(),
@@ -37,7 +38,7 @@ SELECT
     ts,
     'outputs/tunix_run_' || substr(md5(i::text), 1, 8),
     '{"learning_rate": 2e-05, "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048}',
-    'Dry-run validation successful', '', NULL, 'bench', NULL, '',
+    'Dry-run validation successful', '', NULL, 'bench', NULL, '', '', '', '',
     NULL, NULL, NULL, NULL
 FROM (
     SELECT i, now() - interval '30 days' + i * interval '2 seconds' AS ts
@@ -48,10 +49,11 @@ FROM (
 
 def seed_runs(count: int) -> float:
     """Insert `count` runs; returns the seconds it took (indexes included)."""
-    from django.db import connection
+    from django.db import connection, transaction
 
     started = time.perf_counter()
-    with connection.cursor() as cursor:
+    # One transaction: a failed load leaves the table and its indexes as they were.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT indexname, indexdef FROM pg_indexes "
             "WHERE tablename = 'runs_tunixrun' AND indexname <> 'runs_tunixrun_pkey'"
