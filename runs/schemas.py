@@ -9,11 +9,12 @@ these from their attributes (`from_attributes`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
+from django.conf import settings
 from ninja import Field, Schema
-from pydantic import AliasChoices, PlainSerializer, WithJsonSchema
+from pydantic import AliasChoices, PlainSerializer, WithJsonSchema, field_validator
 
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Text
 from tunix_registry.pagination import PaginationOut
@@ -25,6 +26,13 @@ RunMoment = Annotated[
     PlainSerializer(lambda moment: utc_iso(moment, suffix="+00:00"), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+def _queue_enum(schema: dict[str, Any]) -> None:
+    """Publish the configured queues as the `queue` field's enum (null stays allowed)."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string":
+            option["enum"] = list(settings.TUNIX_QUEUES)
 
 
 class TunixRunRequest(Schema):
@@ -44,6 +52,18 @@ class TunixRunRequest(Schema):
     num_epochs: Integer = Field(default=3, ge=1, le=100)
     batch_size: Integer = Field(default=8, ge=1, le=512)
     max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
+    # Additive: the worker queue of a queued launch (one of TUNIX_QUEUES; null:
+    # TUNIX_DEFAULT_QUEUE). A synchronous launch checks it and executes in place.
+    queue: Text | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
+    )
+
+    @field_validator("queue")
+    @classmethod
+    def _known_queue(cls, queue: str | None) -> str | None:
+        if queue is not None and queue not in settings.TUNIX_QUEUES:
+            raise ValueError(f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}")
+        return queue
 
 
 class RunMetricsSummaryOut(Schema):
@@ -74,6 +94,11 @@ class TunixRunResponse(Schema):
     metrics: RunMetricsSummaryOut | None = Field(
         None, validation_alias=AliasChoices("metrics_summary", "metrics")
     )
+    # Additive: where a queued run waits or executes ("" for a run executed by the
+    # request that launched it) and the supervisor's last heartbeat (null before).
+    queue: str = ""
+    worker_id: str = ""
+    heartbeat_at: RunMoment | None = None
 
 
 class TunixRunListItem(Schema):
@@ -159,3 +184,65 @@ class TunixExportRequest(Schema):
     trace_ids: list[Annotated[Text, Field(json_schema_extra={"format": "uuid"})]] | None = None
     # Accepted and ignored, as in the original.
     limit: Integer = Field(default=100, ge=1, le=10000)
+
+
+# --- Queued runs: status, cancellation, logs, artifacts -----------------------------------
+
+
+class RunStatusResponse(Schema):
+    """GET /api/tunix/runs/{id}/status: a run's state without its output."""
+
+    run_id: UUID
+    status: str
+    queued_at: RunMoment
+    # Null while the run waits in its queue.
+    started_at: RunMoment | None
+    completed_at: RunMoment | None
+    exit_code: int | None
+
+
+class RunCancelResponse(Schema):
+    message: str
+    # Additive: `cancelled` (a pending run) or `cancel_requested` (an executing one).
+    status: str
+
+
+class RunLogChunkOut(Schema):
+    seq: int
+    # stdout, stderr, or marker (what the log cap left out).
+    stream: str
+    chunk: str
+    created_at: RunMoment
+
+
+class RunLogsResponse(Schema):
+    """GET /api/tunix/runs/{id}/logs with `Accept: application/json`."""
+
+    run_id: UUID
+    status: str
+    chunks: list[RunLogChunkOut]
+    # The seq to pass as `since_seq` next time.
+    next_seq: int
+
+
+class RunLogHeartbeat(Schema):
+    seq: int
+
+
+class RunLogStatus(Schema):
+    status: str
+
+
+class ArtifactOut(Schema):
+    name: str
+    size: int
+    # The bare name, as the original returned it.
+    path: str
+    # Null for a file listed live from a run still executing.
+    sha256: str | None
+
+
+class ArtifactListResponse(Schema):
+    artifacts: list[ArtifactOut]
+    # The machine whose disk holds the files (null when the run never executed one).
+    host: str | None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from runs.models import (
@@ -227,3 +227,48 @@ def queue_depths() -> dict[str, int]:
     for queue, n in rows:
         depths[queue] = n
     return depths
+
+
+# --- Monitoring (GET /metrics) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DurationHistogram:
+    """The durations of the finished runs of one mode and status."""
+
+    mode: str
+    status: str
+    # Cumulative: runs that took at most each bound, in the bounds' order.
+    bucket_counts: list[int]
+    sum_seconds: float
+    count: int
+
+
+def run_counts() -> list[tuple[str, str, int]]:
+    """(status, mode, number of runs) for every status and mode that has runs."""
+    rows = TunixRun.objects.values_list("status", "mode").annotate(n=Count("run_id")).order_by()
+    return [(status, mode, n) for status, mode, n in rows]
+
+
+def run_duration_histograms(*, bounds: tuple[float, ...]) -> list[DurationHistogram]:
+    """Duration histograms of finished runs by mode and status, in one aggregate query."""
+    per_bound = {
+        f"le_{i}": Count("run_id", filter=Q(duration_seconds__lte=bound))
+        for i, bound in enumerate(bounds)
+    }
+    rows = (
+        TunixRun.objects.filter(status__in=TERMINAL_STATUSES, duration_seconds__isnull=False)
+        .values("mode", "status")
+        .annotate(n=Count("run_id"), total=Sum("duration_seconds"), **per_bound)
+        .order_by("mode", "status")
+    )
+    return [
+        DurationHistogram(
+            mode=row["mode"],
+            status=row["status"],
+            bucket_counts=[row[f"le_{i}"] for i in range(len(bounds))],
+            sum_seconds=float(row["total"] or 0.0),
+            count=row["n"],
+        )
+        for row in rows
+    ]
