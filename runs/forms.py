@@ -164,12 +164,6 @@ class LaunchForm(forms.Form):
             names.append("queue")
         return [self[name] for name in names]
 
-    def queue_name(self) -> str | None:
-        """The chosen queue (valid form), None for the default one."""
-        if "queue" not in self.fields:
-            return None
-        return self.cleaned_data.get("queue") or None
-
     def hyperparameter_fields(self) -> list[forms.BoundField]:
         return [
             self[name] for name in ("learning_rate", "num_epochs", "batch_size", "max_seq_length")
@@ -185,6 +179,8 @@ class LaunchForm(forms.Form):
                 continue
             payload[name] = value
         payload["dry_run"] = bool(data.get("dry_run"))
+        if data.get("queue"):
+            payload["queue"] = data["queue"]
         try:
             self.run_request = TunixRunRequest(**payload)
         except pydantic.ValidationError as exc:
@@ -201,7 +197,7 @@ class LaunchForm(forms.Form):
         """Initial values for "launch again": a stored run's validated request."""
         return {
             name: config[name]
-            for name in LAUNCH_FIELDS
+            for name in (*LAUNCH_FIELDS, "queue")
             if name in config and config[name] is not None
         }
 

@@ -108,7 +108,7 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid() and form.run_request is not None:
         try:
             if not form.run_request.dry_run:
-                queued = run_enqueue(request=form.run_request, queue=form.queue_name())
+                queued = run_enqueue(request=form.run_request, queue=form.run_request.queue)
                 return _to_queued_run(request, queued)
             context["result"] = run_execute(started=run_start(request=form.run_request))
         except TunixRuntimeUnavailable as exc:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +20,14 @@ from django.utils import timezone
 
 from datasets.tests.factories import dataset_with_traces
 from runs.models import RunMode, RunStatus, TunixRun
+from runs.tests.conftest import FAKE_TRAINER
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory, runs_at
+from traces.tests.factories import make_payload
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog, Page
+
+    from runs.tests.faults import Harness, Web
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -184,7 +191,7 @@ def test_a_failing_request_shows_an_error_message(page: Page) -> None:
     expect(error).to_contain_text("Could not load the run history (HTTP 404")
 
 
-def test_the_launch_form_shows_field_errors_and_the_missing_runtime(
+def test_the_launch_form_shows_field_errors_and_the_missing_runtime_hint(
     page: Page, settings: Any
 ) -> None:
     from playwright.sync_api import expect
@@ -200,41 +207,95 @@ def test_the_launch_form_shows_field_errors_and_the_missing_runtime(
     assert not TunixRun.objects.exists()
 
     settings.TUNIX_RUNTIME_MODULE = "no_such_module_xyz"
-    page.get_by_label("Epochs").fill("1")
-    page.get_by_label("Dry run").uncheck()
-    page.get_by_test_id("tunix:run-btn").click()
-    expect(page.get_by_test_id("tunix:runtime-error")).to_contain_text(
-        "The Tunix runtime is not installed on this server"
-    )
-    expect(page.get_by_test_id("tunix:field-error-num_epochs")).to_have_count(0)
-    assert not TunixRun.objects.exists()
+    page.reload()
+    expect(page.get_by_test_id("tunix:status")).to_contain_text("Tunix not installed")
+    expect(page.get_by_text("Local runs need the Tunix runtime on the worker")).to_be_visible()
 
 
-def test_the_launch_button_is_busy_and_disabled_while_a_run_executes(
-    page: Page, fake_trainer: Any, data_dir: Path
+def test_a_local_launch_lands_on_the_pending_run_which_is_cancelled_after_confirming(
+    page: Page, settings: Any
 ) -> None:
     from playwright.sync_api import expect
 
+    settings.TUNIX_RUNTIME_MODULE = "json"
     dataset_with_traces(name="demo", version="v1", count=2)
     page.goto("/")
     page.get_by_label("Dataset", exact=True).fill("demo-v1")
-    page.get_by_label("Model id").fill("fake-wait")
+    page.get_by_label("Model id").fill("fake-ok")
     page.get_by_label("Dry run").uncheck()
-    button = page.get_by_test_id("tunix:run-btn")
-    button.click()
-    expect(button).to_be_disabled()
-    expect(button).to_contain_text("Running…")
-    # Let the fake trainer finish (it waits for go.flag in its run directory).
-    runs_dir = data_dir / "runs"
-    for _ in range(100):
-        flags = list(runs_dir.glob("*/started.flag")) if runs_dir.exists() else []
-        if flags:
-            break
-        page.wait_for_timeout(100)
-    assert flags, "the trainer never started"
-    (flags[0].parent / "go.flag").write_text("go")
-    expect(page.get_by_test_id("tunix:run-status")).to_have_text("completed")
-    expect(page.get_by_test_id("tunix:run-btn")).to_be_enabled()
+    page.get_by_test_id("tunix:run-btn").click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    run = TunixRun.objects.get()
+    assert run.status == RunStatus.PENDING
+    expect(page.get_by_text("Run queued on default; this page follows it live.")).to_be_visible()
+    expect(page.get_by_test_id("run:status")).to_have_text("pending")
+    expect(page.get_by_test_id("run:queue-position")).to_have_text("1 (next)")
+    expect(page.get_by_test_id("run:no-worker")).to_be_visible()  # nobody serves the queue here
+
+    dialogs: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def on_dialog(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        return on_dialog
+
+    page.once("dialog", answer(False))
+    page.get_by_test_id("run:cancel").click()
+    page.wait_for_timeout(300)
+    assert dialogs and dialogs[0].startswith(f"Cancel run {run.run_id}?")
+    assert TunixRun.objects.get().status == RunStatus.PENDING  # dismissed: nothing changed
+
+    page.once("dialog", answer(True))
+    page.get_by_test_id("run:cancel").click()
+    expect(page.get_by_test_id("run:cancel-notice")).to_have_text(
+        "Run cancelled before it started."
+    )
+    # The live region follows at once, and then stops polling.
+    expect(page.get_by_test_id("run:status")).to_have_text("cancelled")
+    expect(page.get_by_test_id("run:cancel")).to_have_count(0)
+    expect(page.get_by_test_id("run:events")).to_contain_text("cancelled before it started")
+    assert page.get_by_test_id("run:live").get_attribute("hx-trigger") is None
+    assert TunixRun.objects.get().status == RunStatus.CANCELLED
+
+
+def test_without_javascript_cancel_goes_through_a_confirmation_page(
+    browser: Any, live_server: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    run = TunixRunFactory.create(status=RunStatus.PENDING, mode=RunMode.LOCAL, queue="default")
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"/runs/{run.run_id}/")
+        page.get_by_test_id("run:cancel").click()
+        expect(page).to_have_url(re.compile(rf"/runs/{run.run_id}/cancel/$"))
+        assert TunixRun.objects.get().status == RunStatus.PENDING
+        page.get_by_test_id("cancel:submit").click()
+        expect(page).to_have_url(re.compile(rf"/runs/{run.run_id}/$"))
+        expect(page.get_by_test_id("run:status")).to_have_text("cancelled")
+        expect(page.get_by_text("Run cancelled before it started.")).to_be_visible()
+    finally:
+        context.close()
+    assert TunixRun.objects.get().status == RunStatus.CANCELLED
+
+
+def test_the_history_refreshes_itself_while_a_row_is_live(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    live = TunixRunFactory.create(status=RunStatus.PENDING, mode=RunMode.LOCAL, queue="default")
+    page.goto("/?history=1")
+    status = page.get_by_test_id(f"tunix:history-status-{live.run_id}")
+    expect(status).to_have_text("pending")
+    # Another client cancels it; the history shows it without a click, then stops polling.
+    from runs.services import run_cancel
+
+    run_cancel(run_id=live.run_id)
+    expect(status).to_have_text("cancelled", timeout=15_000)
+    expect(page.get_by_test_id("tunix:history-poll")).to_have_count(0)
+    expect(page.get_by_test_id(f"tunix:cancel-btn-{live.run_id}")).to_have_count(0)
 
 
 def test_narrow_screens_have_no_horizontal_overflow(page: Page) -> None:
@@ -341,3 +402,114 @@ def test_screenshots_of_the_panel_and_an_expanded_row(page: Page, tmp_path: Path
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for name, path in shots.items():
             shutil.copyfile(path, SCREENSHOTS / name)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[Harness, Web, Path]]:
+    """`make run` in miniature: gunicorn and one `run_worker` on one SQLite data directory.
+
+    Real processes, as a user runs them; the browser talks to that gunicorn. The
+    worker's trainer is the fake trainer (runs/tests/fake_trainer.py).
+    """
+    from runs.tests.faults import Harness, manage
+
+    harness = Harness(root=tmp_path / "registry", database_url="")
+    data_dir = harness.data_dir("data")
+    trainer = {"TUNIX_TRAINER_COMMAND": shlex.join([sys.executable, str(FAKE_TRAINER)])}
+    manage(harness.worker_env(data_dir), "migrate", "--noinput", "-v", "0")
+    harness.worker("browser-w1", data_dir=data_dir, lease_seconds=30, **trainer)
+    web = harness.web("web", data_dir=data_dir)
+    code, _ = web.call("POST", "/api/traces/batch", [make_payload(), make_payload()])
+    assert code == 201
+    code, _ = web.call(
+        "POST", "/api/datasets/build", {"dataset_name": "demo", "dataset_version": "v1"}
+    )
+    assert code == 201
+    yield harness, web, data_dir
+    harness.close()
+
+
+def launch_from_form(page: Page, model_id: str) -> str:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    page.get_by_label("Dataset", exact=True).fill("demo-v1")
+    page.get_by_label("Model id").fill(model_id)
+    page.get_by_label("Dry run").uncheck()
+    page.get_by_test_id("tunix:run-btn").click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    return page.url.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_runs_on_a_real_worker_move_on_their_page_and_cancel_from_it(
+    browser: Any, registry: tuple[Harness, Web, Path]
+) -> None:
+    from playwright.sync_api import expect
+
+    harness, web, data_dir = registry
+    context = browser.new_context(base_url=web.base, viewport={"width": 1100, "height": 900})
+    context.set_default_timeout(60_000)  # a loaded machine: these bound a hang, not speed
+    try:
+        page = context.new_page()
+        watched = launch_from_form(page, "fake-stream")
+        page.evaluate("window.stillTheSamePage = true")
+        status = page.get_by_test_id("run:status")
+        expect(status).to_have_text("running")
+        expect(page.get_by_test_id("run:worker")).to_contain_text("browser-w1 on ")
+        log = page.get_by_test_id("run:log")
+        expect(log).to_contain_text("step 1 é")
+        expect(page.get_by_test_id("run:loss-chart")).to_be_visible()
+        # The log and the curve keep moving while it trains.
+        steps = int(page.get_by_test_id("run:steps").inner_text())
+        lines = page.evaluate("document.getElementById('run-log-lines').children.length")
+        page.wait_for_function(
+            "([steps, lines]) => Number(document.querySelector('[data-testid=\"run:steps\"]')"
+            ".textContent) > steps && document.getElementById('run-log-lines').children.length"
+            " > lines",
+            arg=[steps, lines],
+        )
+
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            page.screenshot(path=str(SCREENSHOTS / "run-page-live.png"), full_page=True)
+
+        # The history on another tab follows the live run by itself.
+        history = context.new_page()
+        history.goto("/?history=1")
+        row_status = history.get_by_test_id(f"tunix:history-status-{watched}")
+        expect(row_status).to_have_text("running")
+
+        (data_dir / "runs" / watched / "go.flag").write_text("go")
+        expect(status).to_have_text("completed")
+        expect(log).to_contain_text("released")
+        expect(page.get_by_test_id("run:duration")).not_to_have_text("—")
+        expect(page.get_by_test_id("run:logs")).to_be_visible()
+        assert page.evaluate("window.stillTheSamePage") is True  # swapped, never reloaded
+        assert page.get_by_test_id("run:live").get_attribute("hx-trigger") is None
+        expect(row_status).to_have_text("completed")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download complete stdout.log").click()
+        text = Path(download.value.path()).read_text(encoding="utf-8")
+        assert text.startswith("step 1 é\n") and text.endswith("released\n")
+
+        # Another run: cancelled from its page after the confirmation.
+        stopped = launch_from_form(page, "fake-sleep")
+        expect(status).to_have_text("running")
+        expect(log).to_contain_text("started, sleeping")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("run:cancel").click()
+        expect(page.get_by_test_id("run:cancel-notice")).to_contain_text("Cancellation requested")
+        expect(status).to_have_text("cancelled")
+        expect(page.get_by_test_id("run:events")).to_contain_text("cancellation requested")
+        expect(page.get_by_test_id("run:cancel")).to_have_count(0)
+        code, run = web.call("GET", f"/api/tunix/runs/{stopped}")
+        assert (code, run["status"]) == (200, "cancelled"), run
+        assert "started, sleeping" in run["stdout"]
+
+        page.goto("/workers/")
+        expect(page.get_by_test_id("workers:row-browser-w1")).to_be_visible()
+        expect(page.get_by_test_id("workers:depth-default")).to_have_text("0")
+    except AssertionError:
+        print(harness.diagnostics())
+        raise
+    finally:
+        context.close()

@@ -114,7 +114,7 @@ def test_a_quiet_poll_of_a_running_run_is_two_queries(
     RunMetricFactory.create(run=run, step=2, loss=1.5)
     chunks(run, "a\n")
     url = reverse("runs:live", args=[run.run_id])
-    params = {"since_seq": 1, "status": "running", "steps": 2}
+    params: dict[str, Any] = {"since_seq": 1, "status": "running", "steps": 2}
     with django_assert_num_queries(2):  # the run, the chunks after the cursor
         html = client.get(url, params, headers=HTMX).content.decode()
     # Only the moving fields come back: no chart, no events, no head.

@@ -160,7 +160,10 @@ def test_the_queue_choice_appears_with_several_queues_and_is_validated(
     good = client.post(reverse("runs:home"), form_data(dry_run=None, queue="gpu"), headers=HTMX)
     run = TunixRun.objects.get()
     assert good["HX-Redirect"] == f"/runs/{run.run_id}/"
-    assert run.queue == "gpu"
+    assert run.queue == "gpu" and run.config["queue"] == "gpu"
+    # "Launch again" offers the same queue.
+    again = client.get(reverse("runs:home"), {"from": str(run.run_id)}).content.decode()
+    assert '<option value="gpu" selected>gpu</option>' in again
     assert DBTaskResult.objects.get(id=run.task_id).queue_name == "gpu"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -16,6 +17,10 @@ from runs.templatetags.run_pages import duration, loss, loss_chart, nice_step
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory
 
 pytestmark = pytest.mark.django_db
+
+
+def streamed(response: Any) -> bytes:
+    return b"".join(response.streaming_content)
 
 
 def test_run_page_shows_every_stored_field_and_the_configuration(client: Client) -> None:
@@ -172,10 +177,10 @@ def test_log_downloads_serve_the_stored_chunks_wherever_the_run_ran(client: Clie
     assert response["Content-Disposition"] == (
         f'attachment; filename="run-{run.run_id}-stdout.log"'
     )
-    body = b"".join(response.streaming_content).decode()  # type: ignore[arg-type]
+    body = streamed(response).decode()
     assert body == "step 1 <loss> 2.0\n[... 10 bytes left out ...]\nstep 2 loss 1.5 é\n"
     stderr = client.get(reverse("runs:log", args=[run.run_id, "stderr"]))
-    assert b"".join(stderr.streaming_content) == b"a warning\n[... 10 bytes left out ...]\n"  # type: ignore[arg-type]
+    assert streamed(stderr) == b"a warning\n[... 10 bytes left out ...]\n"
 
 
 def test_a_stream_without_chunks_of_a_run_with_chunks_is_an_empty_download(
@@ -185,7 +190,7 @@ def test_a_stream_without_chunks_of_a_run_with_chunks_is_an_empty_download(
     RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="only stdout\n")
     response = client.get(reverse("runs:log", args=[run.run_id, "stderr"]))
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b""  # type: ignore[arg-type]
+    assert streamed(response) == b""
 
 
 def test_log_download_errors(client: Client) -> None:
