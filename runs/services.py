@@ -145,7 +145,7 @@ class StartedRun:
     recorded: bool
 
 
-def _limit_lock_wait() -> None:
+def db_lock_wait_limit() -> None:
     """Make this transaction give up on a lock after TUNIX_RUN_DB_LOCK_TIMEOUT_MS.
 
     PostgreSQL only: SQLite has no lock_timeout; there a write waits for the lock up
@@ -157,6 +157,10 @@ def _limit_lock_wait() -> None:
                 "SELECT set_config('lock_timeout', %s, true)",
                 [f"{settings.TUNIX_RUN_DB_LOCK_TIMEOUT_MS}ms"],
             )
+
+
+# The former private name, still imported by runs.logs.
+_limit_lock_wait = db_lock_wait_limit
 
 
 # --- Start ------------------------------------------------------------------------------
@@ -212,7 +216,7 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
     recorded = True
     try:
         with transaction.atomic():
-            _limit_lock_wait()
+            db_lock_wait_limit()
             run.save(force_insert=True)
             RunEvent.objects.create(
                 run=run, from_status=None, to_status=RunStatus.RUNNING, reason=f"launched ({mode})"
@@ -259,7 +263,7 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
     )
     try:
         with transaction.atomic():
-            _limit_lock_wait()
+            db_lock_wait_limit()
             run.save(force_insert=True)
             RunEvent.objects.create(
                 run=run,
@@ -297,7 +301,7 @@ def run_claim(*, run_id: uuid.UUID, worker_id: str) -> StartedRun | None:
         "message": f"{_mode_label(run_id)} execution in progress",
     }
     with transaction.atomic():
-        _limit_lock_wait()
+        db_lock_wait_limit()
         won = TunixRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(**fields)
         if not won:
             return None
@@ -319,10 +323,12 @@ def run_heartbeat(*, run_id: uuid.UUID) -> str | None:
     supervising when it says a terminal status (someone else finished the run).
     """
     try:
-        TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(
-            heartbeat_at=timezone.now()
-        )
-        return TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        with transaction.atomic():
+            db_lock_wait_limit()
+            TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(
+                heartbeat_at=timezone.now()
+            )
+            return TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
     except DatabaseError:
         logger.warning("run %s: heartbeat not written (database unavailable)", run_id)
         database_reset()
@@ -351,7 +357,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
     """
     now = timezone.now()
     with transaction.atomic():
-        _limit_lock_wait()
+        db_lock_wait_limit()
         cancelled = TunixRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
             status=RunStatus.CANCELLED,
             completed_at=now,
@@ -418,7 +424,7 @@ def run_trainer_record(*, run_id: uuid.UUID, host: str, pid: int) -> None:
     """
     try:
         with transaction.atomic():
-            _limit_lock_wait()
+            db_lock_wait_limit()
             TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(
                 host=host, pid=pid
             )
@@ -441,7 +447,7 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
     fields = outcome_fields(started_at=run.started_at, outcome=outcome)
     try:
         with transaction.atomic():
-            _limit_lock_wait()
+            db_lock_wait_limit()
             before = (
                 TunixRun.objects.select_for_update()
                 .filter(pk=run.pk, status__in=EXECUTING_STATUSES)
@@ -600,7 +606,7 @@ def _requeue(run_id: uuid.UUID, task_id: str, now: datetime) -> bool:
     )
     who = f"worker {taken_by[-1]}" if taken_by else "a worker"
     with transaction.atomic():
-        _limit_lock_wait()
+        db_lock_wait_limit()
         result = execute_run.using(queue_name=queue).enqueue(str(run_id))
         moved = TunixRun.objects.filter(
             pk=run_id, status=RunStatus.PENDING, task_id=task_id
