@@ -11,6 +11,12 @@ Two kinds of read, two rules:
   key, since a trace can be deleted); otherwise the handler reads as usual and
   `mark_immutable(response, etag)` puts the ETag and a long-lived
   `Cache-Control` on ninja's response.
+- **Permanent resources** (a finished run: immutable and never deleted,
+  docs/decisions.md#no-delete-patch-retry) get `permanent_etag(...)`, their
+  identity signed with SECRET_KEY: only this server can have issued it, and it
+  issues it only for the finished resource, so a request naming it proves the
+  client holds the resource as it is for good, and `not_modified(request, etag,
+  exists=None)` answers 304 without any query.
 - **Everything else** (lists, live runs) is marked `mark_revalidate(response)`:
   `Cache-Control: no-cache`, so clients keep a copy but ask first.
   `django.middleware.http.ConditionalGetMiddleware` (in settings.MIDDLEWARE)
@@ -28,6 +34,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.utils.cache import patch_cache_control
+from django.utils.crypto import salted_hmac
 from django.utils.http import parse_etags, quote_etag
 
 # Bumped whenever the representation of a resource changes, so that copies
@@ -40,6 +47,21 @@ IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 def strong_etag(*parts: object) -> str:
     """A strong ETag (quoted) naming one immutable representation, e.g. ("trace", id)."""
     return quote_etag(".".join([REPRESENTATION_VERSION, *(str(part) for part in parts)]))
+
+
+_PERMANENT_SALT = "tunix_registry.http_cache.permanent_etag"
+
+
+def permanent_etag(*parts: object) -> str:
+    """A strong ETag for a resource that never changes and is never deleted, signed.
+
+    The signature (HMAC-SHA256 with SECRET_KEY) makes it unforgeable, so that a
+    match alone proves the resource exists (`not_modified(..., exists=None)`).
+    A new SECRET_KEY only costs clients one full answer each.
+    """
+    identity = ".".join([REPRESENTATION_VERSION, *(str(part) for part in parts)])
+    signature = salted_hmac(_PERMANENT_SALT, identity, algorithm="sha256").hexdigest()[:32]
+    return quote_etag(f"{identity}.{signature}")
 
 
 def _matches(request: HttpRequest, etag: str) -> bool:
@@ -66,16 +88,17 @@ def mark_revalidate(response: HttpResponseBase) -> None:
 
 
 def not_modified(
-    request: HttpRequest, etag: str, *, exists: Callable[[], bool]
+    request: HttpRequest, etag: str, *, exists: Callable[[], bool] | None
 ) -> HttpResponse | None:
     """A 304 for an immutable resource the client already has, or None to answer in full.
 
     `exists` is called only when `If-None-Match` matches; when it says the
-    resource is gone, None lets the handler answer as it would (a 404).
+    resource is gone, None lets the handler answer as it would (a 404). Pass
+    None only with a `permanent_etag`, whose match is proof enough.
     """
     if request.method not in ("GET", "HEAD") or not _matches(request, etag):
         return None
-    if not exists():
+    if exists is not None and not exists():
         return None
     response = HttpResponseNotModified()
     mark_immutable(response, etag)

@@ -1,12 +1,13 @@
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.http import ConditionalGetMiddleware
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 
 from tunix_registry.http_cache import (
     IMMUTABLE_MAX_AGE,
     mark_immutable,
     mark_revalidate,
     not_modified,
+    permanent_etag,
     strong_etag,
 )
 
@@ -48,6 +49,21 @@ def test_not_modified_lets_a_deleted_resource_be_answered_in_full() -> None:
     assert not_modified(request, etag, exists=lambda: False) is None
     post = factory.post("/", HTTP_IF_NONE_MATCH=etag)
     assert not_modified(post, etag, exists=lambda: True) is None
+
+
+def test_a_permanent_etag_is_signed_so_its_match_alone_answers_304() -> None:
+    etag = permanent_etag("run", "abc", "final")
+    assert etag == permanent_etag("run", "abc", "final")
+    assert etag != permanent_etag("run", "abd", "final")
+    assert etag.startswith('"1.run.abc.final.') and len(etag) == len('"1.run.abc.final."') + 32
+    with override_settings(SECRET_KEY="another-key-" * 5):
+        assert permanent_etag("run", "abc", "final") != etag
+    response = not_modified(factory.get("/", HTTP_IF_NONE_MATCH=etag), etag, exists=None)
+    assert response is not None and response.status_code == 304
+    # Without the signature (a client guessing the identity) it is an ordinary miss.
+    guessed = strong_etag("run", "abc", "final")
+    request = factory.get("/", HTTP_IF_NONE_MATCH=guessed)
+    assert not_modified(request, etag, exists=None) is None
 
 
 def test_mark_immutable_sets_the_validator_and_a_long_lifetime() -> None:
