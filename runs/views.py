@@ -33,6 +33,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_client_event
 from django_htmx.middleware import HtmxDetails
@@ -320,6 +321,7 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     return render(request, DETAIL_TEMPLATE, context)
 
 
+@never_cache
 @require_GET
 def run_live(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """What changed on a run page since its cursor, as htmx out-of-band swaps.
@@ -454,6 +456,7 @@ def run_log(
 # --- Workers -----------------------------------------------------------------------------
 
 
+@never_cache
 @require_GET
 def workers(request: HtmxHttpRequest) -> HttpResponse:
     """The live workers (host, queues, current run, heartbeat) and the queue depths."""
