@@ -260,6 +260,10 @@ def test_detail_returns_the_stored_run(client: Client, microsecond: int) -> None
             "best_eval_loss": 1.6,
             "tokens_per_second": 2000.0,
         },
+        # Additive: where a queued run waited and which worker executed it.
+        "queue": "",
+        "worker_id": "",
+        "heartbeat_at": None,
     }
     assert body["started_at"].endswith("+00:00")
 
