@@ -1,10 +1,16 @@
-"""`manage.py tunix_run DATASET_KEY MODEL_ID [--local] ...`: launch a run and print its outcome."""
+"""`manage.py tunix_run DATASET_KEY MODEL_ID [--local [--wait]] ...`: launch a run.
+
+A dry-run executes here and its outcome is printed. A local run is queued for a
+worker (`manage.py run_worker`, on this machine or another) and the command
+prints its id and `pending`; `--wait` follows it to its end with a progress line
+and prints the outcome.
+"""
 
 from __future__ import annotations
 
-import threading
+import time
+import uuid
 from argparse import ArgumentParser
-from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -12,11 +18,27 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from runs.execution import run_execute
-from runs.models import RunMode, RunStatus
+from runs.models import TERMINAL_STATUSES, RunMode, RunStatus, TunixRun
+from runs.processes import host_name
 from runs.schemas import TunixRunRequest
-from runs.services import InvalidRunRequest, TunixRuntimeUnavailable, run_start
+from runs.selectors import (
+    run_directory,
+    run_get,
+    run_log_tail,
+    run_queue_position,
+    workers_live,
+)
+from runs.services import (
+    InvalidRunRequest,
+    QueueUnavailable,
+    TunixRuntimeUnavailable,
+    run_enqueue,
+    run_start,
+)
 
 EXCERPT_LINES = 20
+# Seconds between two looks at a followed run.
+POLL_SECONDS = 1.0
 
 
 def _tail(text: str, lines: int = EXCERPT_LINES) -> str:
@@ -24,49 +46,60 @@ def _tail(text: str, lines: int = EXCERPT_LINES) -> str:
     return "\n".join(kept)
 
 
-class _Progress(threading.Thread):
-    """Shows the newest line the trainer printed, while a local run executes (stderr)."""
+def _last_line(run_id: uuid.UUID) -> str:
+    """The newest non-empty line of the run's stored output."""
+    for chunk in reversed(run_log_tail(run_id=run_id, max_chunks=4)):
+        lines = [line.strip() for line in chunk.chunk.splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return ""
 
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.stdout_log = run_dir / "stdout.log"
 
-    def run(self) -> None:
-        bar = tqdm(total=None, desc="running", unit="s", bar_format="{desc} [{elapsed}]")
-        try:
-            while not self.stop.wait(0.5):
-                line = self._last_line(self.stdout_log)
-                bar.set_description_str(f"running: {line[:80]}" if line else "running")
-                bar.refresh()
-        finally:
-            bar.close()
-
-    @staticmethod
-    def _last_line(path: Path) -> str:
-        try:
-            with path.open("rb") as handle:
-                handle.seek(0, 2)
-                size = handle.tell()
-                handle.seek(max(0, size - 4096))
-                chunk = handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-        lines = [line for line in chunk.splitlines() if line.strip()]
-        return lines[-1].strip() if lines else ""
+def _progress(run: TunixRun) -> str:
+    """One line: status (queue position or workers while pending), steps and loss, last line."""
+    parts = [str(run.status)]
+    if run.status == RunStatus.PENDING:
+        position = run_queue_position(run=run)
+        live = sum(1 for w in workers_live() if run.queue in w.queues)
+        parts.append(f"#{position} on {run.queue}, {live} worker(s) taking it")
+    elif run.worker_id:
+        parts.append(f"on {run.worker_id}")
+    if run.metrics_steps is not None:
+        loss = f", loss {run.final_loss:.4g}" if run.final_loss is not None else ""
+        parts.append(f"step {run.metrics_steps}{loss}")
+    line = _last_line(run.run_id) if run.status != RunStatus.PENDING else ""
+    if line:
+        parts.append(line[:60])
+    return " | ".join(parts)
 
 
 class Command(BaseCommand):
     help = (
-        "Launch a Tunix run (a dry-run unless --local) through the same service as the API, "
-        "wait for it and print its outcome. Exits 0 when the run completed."
+        "Launch a Tunix run through the same services as the API. A dry-run (the default) "
+        "executes here and its outcome is printed; --local queues the run for a worker "
+        "(prints its id and `pending`), and --wait follows it to its end. Exits 0 when the "
+        "run completed (or, without --wait, was queued)."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("dataset_key")
         parser.add_argument("model_id")
         parser.add_argument(
-            "--local", action="store_true", help="execute the trainer (default: dry-run)"
+            "--local",
+            action="store_true",
+            help="train: queue the run for a worker (default: dry-run, executed here)",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="with --local: follow the run to its end with a progress line, print its "
+            "outcome (Ctrl-C stops following, not the run)",
+        )
+        parser.add_argument(
+            "--queue",
+            default=None,
+            help="with --local: the worker queue, one of TUNIX_QUEUES "
+            "(default: TUNIX_DEFAULT_QUEUE)",
         )
         parser.add_argument("--output-dir", dest="output_dir", default=None)
         parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=2e-5)
@@ -75,16 +108,20 @@ class Command(BaseCommand):
         parser.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=2048)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        local = options["local"]
+        if not local and (options["wait"] or options["queue"]):
+            raise CommandError("--wait and --queue go with --local (a dry-run executes here)")
         try:
             request = TunixRunRequest(
                 dataset_key=options["dataset_key"],
                 model_id=options["model_id"],
                 output_dir=options["output_dir"],
-                dry_run=not options["local"],
+                dry_run=not local,
                 learning_rate=options["learning_rate"],
                 num_epochs=options["num_epochs"],
                 batch_size=options["batch_size"],
                 max_seq_length=options["max_seq_length"],
+                queue=options["queue"],
             )
         except ValidationError as exc:
             problems = "; ".join(
@@ -92,23 +129,58 @@ class Command(BaseCommand):
             )
             raise CommandError(f"invalid run request: {problems}") from None
 
+        if not local:
+            try:
+                started = run_start(request=request)
+            except TunixRuntimeUnavailable as exc:
+                raise CommandError(str(exc)) from None
+            except InvalidRunRequest as exc:
+                raise CommandError(f"invalid {exc.field}: {exc}") from None
+            self._outcome(run_execute(started=started))
+            return
+
         try:
-            started = run_start(request=request)
-        except TunixRuntimeUnavailable as exc:
-            raise CommandError(str(exc)) from None
+            queued = run_enqueue(request=request, queue=request.queue)
         except InvalidRunRequest as exc:
             raise CommandError(f"invalid {exc.field}: {exc}") from None
-        local = started.run.mode == RunMode.LOCAL
-        progress = _Progress(started.directory) if local and options["verbosity"] >= 1 else None
-        if progress:
-            progress.start()
+        except QueueUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"run {queued.run_id}: pending (local) on queue {queued.queue}")
+        if not options["wait"]:
+            self.stdout.write(
+                f"follow it on its page /runs/{queued.run_id}/ or with "
+                f"GET /api/tunix/runs/{queued.run_id}/status"
+            )
+            return
         try:
-            run = run_execute(started=started)
-        finally:
-            if progress:
-                progress.stop.set()
-                progress.join()
+            run = self._follow(queued.run_id, show=options["verbosity"] >= 1)
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"stopped following run {queued.run_id}; it goes on (cancel it with "
+                f"POST /api/tunix/runs/{queued.run_id}/cancel)",
+                returncode=130,
+            ) from None
+        self._outcome(run)
 
+    def _follow(self, run_id: uuid.UUID, *, show: bool) -> TunixRun:
+        """Poll the run until it ends, with a progress line on stderr; the ended run."""
+        bar = tqdm(total=None, desc="pending", bar_format="{desc} [{elapsed}]") if show else None
+        try:
+            while True:
+                run = run_get(run_id=run_id)
+                if run is None:
+                    raise CommandError(f"run {run_id} is gone from the registry")
+                if run.status in TERMINAL_STATUSES:
+                    return run
+                if bar is not None:
+                    bar.set_description_str(_progress(run))
+                    bar.refresh()
+                time.sleep(POLL_SECONDS)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _outcome(self, run: TunixRun) -> None:
         duration = f"{run.duration_seconds:.2f}s" if run.duration_seconds is not None else "-"
         self.stdout.write(f"run {run.run_id}: {run.status} ({run.mode}) in {duration}")
         self.stdout.write(f"message: {run.message}")
@@ -123,7 +195,13 @@ class Command(BaseCommand):
             self.stdout.write(f"--- stdout (last {EXCERPT_LINES} lines) ---\n{_tail(run.stdout)}")
         if run.stderr:
             self.stdout.write(f"--- stderr (last {EXCERPT_LINES} lines) ---\n{_tail(run.stderr)}")
-        if local:
-            self.stdout.write(f"logs: {started.directory}")
+        if run.mode == RunMode.LOCAL:
+            directory = run_directory(run_id=run.run_id)
+            if run.host == host_name() and directory.is_dir():
+                self.stdout.write(f"logs: {directory}")
+            else:
+                self.stdout.write(
+                    f"logs: GET /api/tunix/runs/{run.run_id}/logs (files on {run.host or '-'})"
+                )
         if run.status != RunStatus.COMPLETED:
             raise CommandError(f"run {run.run_id} ended {run.status}", returncode=1)
