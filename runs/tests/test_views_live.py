@@ -100,9 +100,8 @@ def test_the_poll_returns_only_chunks_after_the_cursor_and_moves_it(client: Clie
     assert '<span class="runs-log-stderr" data-seq="4">warn\n</span>' in appended
     assert cursor(html)["since_seq"] == "4"
     # Nothing new: no append, the cursor stays (and no cache answers in place of the server).
-    response = client.get(
-        reverse("runs:live", args=[run.run_id]), {"since_seq": 4, "status": "running"}, headers=HTMX
-    )
+    quiet: dict[str, Any] = {"since_seq": 4, "status": "running"}
+    response = client.get(reverse("runs:live", args=[run.run_id]), quiet, headers=HTMX)
     assert "no-cache" in response["Cache-Control"]
     html = live(client, run, since_seq=4, status="running")
     assert "beforeend" not in html
