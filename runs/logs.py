@@ -47,6 +47,17 @@ def utf8_split(text: str, at: int) -> tuple[str, str]:
     return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
 
 
+def utf8_split_after(text: str, at: int) -> tuple[str, str]:
+    """`text` cut after at least `at` UTF-8 bytes (the next character boundary)."""
+    data = text.encode("utf-8")
+    if len(data) <= at:
+        return text, ""
+    cut = max(at, 0)
+    while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+        cut += 1
+    return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+
+
 @dataclass
 class _State:
     seq: int = 0
@@ -79,6 +90,9 @@ class LogShipper:
         self.run_id = run_id
         self.head_budget = max_bytes // 2
         self.tail_budget = max_bytes - self.head_budget
+        # Tail chunks are dropped whole, oldest first: small enough that what is
+        # dropped is a small part of the tail.
+        self.tail_chunk_bytes = max(256, min(CHUNK_MAX_BYTES, self.tail_budget // 16))
         self._state = _State()
 
     @property
@@ -97,7 +111,7 @@ class LogShipper:
         """
         state = self._state.copy()
         chunks: list[RunLogChunk] = []
-        deleted: list[int] = []
+        tail_pieces: list[tuple[str, str]] = []
         for stream, text in pieces:
             if stream not in STREAMS:
                 raise ValueError(f"stream must be one of {', '.join(STREAMS)}")
@@ -112,16 +126,30 @@ class LogShipper:
                     state.head_full = True
                     state.seq += 1
                     state.marker_seq = state.seq
+            if rest:
+                tail_pieces.append((stream, rest))
+        deleted = self._tail_store(state, tail_pieces, chunks)
+        self._write(state, chunks, deleted)
+
+    def _tail_store(
+        self, state: _State, pieces: list[tuple[str, str]], chunks: list[RunLogChunk]
+    ) -> list[int]:
+        """Add tail output to `chunks`; the seqs of older tail chunks it pushes out."""
+        # Of this output only its last tail_budget bytes can be kept.
+        excess = sum(len(text.encode("utf-8")) for _, text in pieces) - self.tail_budget
+        deleted: list[int] = []
+        for stream, text in pieces:
+            rest = text
+            if excess > 0:
+                dropped, rest = utf8_split_after(rest, excess)
+                size = len(dropped.encode("utf-8"))
+                excess -= size
+                state.left_out += size
             while rest:
-                piece, rest = utf8_split(rest, CHUNK_MAX_BYTES)
+                piece, rest = utf8_split(rest, self.tail_chunk_bytes)
                 if not piece:  # a chunk limit below one character: keep it whole
                     piece, rest = rest, ""
                 size = len(piece.encode("utf-8"))
-                if size > self.tail_budget:
-                    # Bigger than the whole tail: only its end can be kept.
-                    dropped, piece = utf8_split(piece, size - self.tail_budget)
-                    state.left_out += len(dropped.encode("utf-8"))
-                    size = len(piece.encode("utf-8"))
                 chunk = self._chunk(state, stream, piece)
                 chunks.append(chunk)
                 state.tail.append((chunk.seq, size))
@@ -131,7 +159,7 @@ class LogShipper:
                     state.tail_bytes -= old
                     state.left_out += old
                     deleted.append(seq)
-        self._write(state, chunks, deleted)
+        return deleted
 
     def count_skipped(self, size: int) -> None:
         """Note output that was never read because the tail could not have kept it."""

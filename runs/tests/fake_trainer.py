@@ -14,6 +14,14 @@ behaviour is chosen by the model id:
 - `fake-sleep`: spawns a child (its pid in child.pid), prints, sleeps for ever.
 - `fake-env`: writes its environment to env.json; exits 0.
 - `fake-wait`: writes started.flag, waits for go.flag (60 s at most); exits 0.
+- `fake-stream`: writes trainer.pid, then every 20 ms prints a line (with "é")
+  and appends a metrics.jsonl step, until go.flag appears (60 s at most); exits 0.
+- `fake-flood`: prints 3,000 lines of 100 bytes with multi-byte characters to
+  stdout and 6 lines to stderr, interleaved; exits 0.
+- `fake-stubborn`: writes trainer.pid, ignores SIGTERM, prints a line and one
+  metrics step, then sleeps for ever.
+- `fake-artifacts`: writes two files, a directory and a symbolic link into the
+  output dir; exits 0.
 
 It imports only the standard library and PyYAML.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +97,44 @@ def main(argv: list[str]) -> int:
                 return 1
             time.sleep(0.02)
         print("released")
+        return 0
+    if behaviour == "fake-stream":
+        (cwd / "trainer.pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        with (cwd / "metrics.jsonl").open("w") as metrics:
+            step = 0
+            while not (cwd / "go.flag").exists():
+                if time.monotonic() > deadline:
+                    return 1
+                step += 1
+                print(f"step {step} é", flush=True)
+                metrics.write(json.dumps({"step": step, "loss": 10.0 / step}) + "\n")
+                metrics.flush()
+                time.sleep(0.02)
+        print("released", flush=True)
+        return 0
+    if behaviour == "fake-flood":
+        for number in range(3000):
+            line = f"{number:06d} " + "é€" * 18 + "x" * (100 - 7 - 18 * 5 - 1)
+            sys.stdout.write(line + "\n")
+            if number % 500 == 0:
+                sys.stderr.write(f"warn {number:06d}\n")
+        return 0
+    if behaviour == "fake-stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        (cwd / "trainer.pid").write_text(str(os.getpid()))
+        (cwd / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 3.0}) + "\n")
+        print("stubborn: ignoring SIGTERM", flush=True)
+        time.sleep(300)
+        return 0
+    if behaviour == "fake-artifacts":
+        output = Path(manifest["output"]["output_dir"])
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "model.bin").write_bytes(bytes(range(256)) * 4096)
+        (output / "notes.txt").write_text("trained\n")
+        (output / "checkpoints").mkdir(exist_ok=True)
+        (output / "checkpoints" / "inner.bin").write_bytes(b"x")
+        (output / "link.txt").symlink_to(output / "notes.txt")
         return 0
     print(f"unknown model: {behaviour}", file=sys.stderr)
     return 4
