@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import time
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django_tasks_db.models import DBTaskResult
 
 from datasets.tests.factories import dataset_with_traces
-from runs.models import TunixRun
-from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
-from runs.selectors import run_directory
+from runs.models import RunLogChunk, TunixRun
+from runs.tests.factories import TunixRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -61,68 +58,59 @@ def test_invalid_input_is_a_clear_command_error(args: list[str], message: str) -
 
 
 @pytest.mark.usefixtures("tunix_missing")
-def test_local_without_runtime_is_a_command_error() -> None:
-    with pytest.raises(CommandError) as caught:
-        run_command("demo-v1", "m", "--local")
-    assert str(caught.value) == RUNTIME_UNAVAILABLE_MESSAGE
+def test_local_queues_the_run_for_a_worker_even_without_the_runtime_here() -> None:
+    # The worker that executes it, maybe on another machine, checks the runtime.
+    out = run_command("demo-v1", "m", "--local", "--batch-size", "2")
+    run = TunixRun.objects.get()
+    assert (run.status, run.mode, run.queue, run.config["batch_size"]) == (
+        "pending",
+        "local",
+        "default",
+        2,
+    )
+    assert out.splitlines() == [
+        f"run {run.run_id}: pending (local) on queue default",
+        f"follow it on its page /runs/{run.run_id}/ or with "
+        f"GET /api/tunix/runs/{run.run_id}/status",
+    ]
+    assert DBTaskResult.objects.get(id=run.task_id).status == "READY"
+
+
+def test_local_on_a_named_queue(settings: Any) -> None:
+    settings.TUNIX_QUEUES = ["default", "gpu"]
+    settings.TASKS = {"default": {**settings.TASKS["default"], "QUEUES": settings.TUNIX_QUEUES}}
+    run_command("demo-v1", "m", "--local", "--queue", "gpu")
+    run = TunixRun.objects.get()
+    assert run.queue == "gpu"
+    assert DBTaskResult.objects.get(id=run.task_id).queue_name == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo-v1", "m", "--local", "--queue", "nope"], "Unknown queue 'nope'"),
+        (["demo-v1", "m", "--wait"], "--wait and --queue go with --local"),
+        (["demo-v1", "m", "--queue", "default"], "--wait and --queue go with --local"),
+    ],
+)
+def test_queue_and_wait_mistakes_are_command_errors(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run_command(*args)
     assert not TunixRun.objects.exists()
 
 
-@pytest.mark.usefixtures("fake_trainer")
-def test_local_run_prints_metrics_excerpts_and_log_location(settings: Any) -> None:
-    dataset_with_traces(count=3)
-    out = run_command("demo-v1", "fake-ok", "--local", "--batch-size", "2")
-    run = TunixRun.objects.get()
-    assert run.mode == "local" and run.status == "completed"
-    assert "exit code: 0" in out
-    assert "metrics: 30 steps, final loss 1.25" in out
-    assert "--- stdout (last 20 lines) ---" in out
-    assert "done" in out
-    assert f"logs: {run_directory(run_id=run.run_id)}\n" in out
-    assert run.config["batch_size"] == 2
+def test_the_progress_line_of_a_followed_run() -> None:
+    # A worker executes the run; here the row's changes stand for it.
+    from runs.management.commands import tunix_run
 
-
-@pytest.mark.usefixtures("fake_trainer")
-def test_local_failure_shows_stderr_and_exits_non_zero() -> None:
-    dataset_with_traces(count=1)
-    out = StringIO()
-    with pytest.raises(CommandError):
-        call_command("tunix_run", "demo-v1", "fake-fail", "--local", stdout=out, stderr=StringIO())
-    assert "exit code: 3" in out.getvalue()
-    assert "error: unknown model" in out.getvalue()
-
-
-@pytest.mark.usefixtures("fake_trainer")
-def test_local_run_shows_the_trainers_latest_line_while_it_runs(
-    settings: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings.TUNIX_RUN_TIMEOUT_SECONDS = 2
-    dataset_with_traces(count=1)
-    out, err = StringIO(), StringIO()
-    with pytest.raises(CommandError, match="ended timeout"):
-        call_command("tunix_run", "demo-v1", "fake-sleep", "--local", stdout=out, stderr=err)
-    assert "Execution timeout (exceeded 2 seconds)" in out.getvalue()
-    # The progress line (tqdm) goes to the process's stderr.
-    assert "running: started, sleeping" in capsys.readouterr().err
-
-
-@pytest.mark.usefixtures("fake_trainer")
-def test_local_run_follows_its_own_directory_not_the_newest_one(
-    settings: Any, data_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings.TUNIX_RUN_TIMEOUT_SECONDS = 2
-    dataset_with_traces(count=1)
-    # Another run's directory, touched later than this launch's will ever be.
-    other = data_dir / "runs" / "another-run"
-    other.mkdir(parents=True)
-    (other / "stdout.log").write_text("a line of another run\n")
-    later = time.time() + 3600
-    os.utime(other, (later, later))
-    out = StringIO()
-    with pytest.raises(CommandError, match="ended timeout"):
-        call_command("tunix_run", "demo-v1", "fake-sleep", "--local", stdout=out, stderr=StringIO())
-    run = TunixRun.objects.get()
-    err = capsys.readouterr().err
-    assert "running: started, sleeping" in err
-    assert "another run" not in err
-    assert f"logs: {run_directory(run_id=run.run_id)}\n" in out.getvalue()
+    run = TunixRunFactory.create(
+        status="pending", mode="local", queue="default", message="Local execution pending"
+    )
+    line = tunix_run._progress(run)
+    assert line == "pending | #1 on default, 0 worker(s) taking it"
+    TunixRun.objects.filter(pk=run.pk).update(
+        status="running", worker_id="w1", metrics_steps=12, final_loss=0.5
+    )
+    RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="step 11\nstep 12 loss 0.5\n")
+    run.refresh_from_db()
+    assert tunix_run._progress(run) == "running | on w1 | step 12, loss 0.5 | step 12 loss 0.5"
