@@ -353,7 +353,9 @@ def gunicorn(*, workers: int = 2) -> Iterator[Server]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "tunix_registry.wsgi:application",
          "--config", "python:tunix_registry.gunicorn_conf",
-         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning",
+         # Not the control socket other gunicorns on this machine share.
+         "--no-control-socket"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
