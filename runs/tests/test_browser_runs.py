@@ -468,6 +468,12 @@ def test_runs_on_a_real_worker_move_on_their_page_and_cancel_from_it(
             " > lines",
             arg=[steps, lines],
         )
+        # The log tail follows the newest lines (runs.js keeps a reader at the bottom there).
+        page.wait_for_function(
+            "() => { const el = document.getElementById('run-log-lines');"
+            " return el.scrollHeight > el.clientHeight"
+            " && el.scrollHeight - el.scrollTop - el.clientHeight < 30; }"
+        )
 
         if os.environ.get("UPDATE_SCREENSHOTS") == "1":
             page.screenshot(path=str(SCREENSHOTS / "run-page-live.png"), full_page=True)
