@@ -113,6 +113,7 @@ def test_output_and_metrics_reach_the_database_while_the_trainer_runs() -> None:
         lambda: TunixRun.objects.filter(pk=run_id, metrics_steps__gte=3).first(),
         what="the run's metrics summary while it runs",
     )
+    assert live is not None and live.metrics_steps
     assert live.status == "running"
     assert live.final_loss == pytest.approx(10.0 / live.metrics_steps)
     assert live.heartbeat_at is not None
