@@ -1,4 +1,10 @@
-"""The reaper: runs left `running` by a process that is gone end as failed (interrupted)."""
+"""The reaper: runs whose process is gone or whose lease expired end, and stuck queue rows move.
+
+Runs left `running` by a process of this host that is gone end `failed`
+(interrupted); runs of any host whose heartbeat is older than the lease end
+`failed` naming the lost worker; pending runs whose task was taken but never
+claimed are queued again.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,20 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
-from runs.models import RunEvent, RunMode, RunStatus, TunixRun
+from runs.models import RunEvent, RunLogChunk, RunMetric, RunMode, RunStatus, TunixRun
 from runs.processes import process_fingerprint
+from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory
-from runs.services import INTERRUPTED_MESSAGE, run_reap
+from runs.services import INTERRUPTED_MESSAGE, run_enqueue, run_reap, run_requeue_unclaimed
 from runs.tests.factories import TunixRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,3 +154,121 @@ def test_runs_of_a_host_declared_gone_are_reaped_too() -> None:
     assert out.getvalue().splitlines() == [f"reaped {elsewhere.run_id}", "1 run(s) reaped"]
     mine_alive.refresh_from_db()
     assert mine_alive.status == "running"
+
+
+# --- Leases ------------------------------------------------------------------------------
+
+
+def expired(seconds_over: float = 5.0) -> datetime:
+    return timezone.now() - timedelta(seconds=settings.TUNIX_RUN_LEASE_SECONDS + seconds_over)
+
+
+def test_a_run_of_another_host_is_failed_once_its_lease_expires() -> None:
+    fresh = running(supervisor_host="gpu-box", worker_id="gpu-1", heartbeat_at=timezone.now())
+    lost = running(supervisor_host="gpu-box", worker_id="gpu-2", heartbeat_at=expired())
+    assert run_reap() == [lost.run_id]
+    lost.refresh_from_db()
+    lease = settings.TUNIX_RUN_LEASE_SECONDS
+    message = f"Run failed: lost its worker gpu-2 on gpu-box (no heartbeat for {lease} s)"
+    assert (lost.status, lost.message, lost.stderr) == ("failed", message, message)
+    assert RunEvent.objects.get(run=lost).reason == f"reaped: lease expired ({message})"
+    fresh.refresh_from_db()
+    assert fresh.status == "running"
+
+
+def test_a_lease_is_not_judged_by_a_reaper_that_says_its_view_is_too_young() -> None:
+    lost = running(supervisor_host="gpu-box", worker_id="gpu-2", heartbeat_at=expired())
+    assert run_reap(expire_leases=False) == []
+    assert run_reap() == [lost.run_id]
+
+
+def test_a_live_supervisor_here_keeps_its_run_whatever_its_heartbeat() -> None:
+    # As after a database outage: the heartbeat could not be written, the process lives.
+    me = os.getpid()
+    alive = running(
+        supervisor_pid=me, supervisor_fingerprint=process_fingerprint(me), heartbeat_at=expired()
+    )
+    assert run_reap() == []
+    alive.refresh_from_db()
+    assert alive.status == "running"
+
+
+def test_a_dead_workers_run_names_the_worker() -> None:
+    run = running(worker_id="w7")
+    assert run_reap() == [run.run_id]
+    run.refresh_from_db()
+    assert run.message == (
+        f"Run interrupted: lost its worker w7 on {HOST} (its process is gone: killed or restarted)"
+    )
+
+
+def test_a_lost_run_being_cancelled_ends_cancelled() -> None:
+    run = running(supervisor_host="gpu-box", worker_id="gpu-2", heartbeat_at=expired())
+    TunixRun.objects.filter(pk=run.pk).update(status=RunStatus.CANCEL_REQUESTED)
+    assert run_reap() == [run.run_id]
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert RunEvent.objects.get(run=run).from_status == "cancel_requested"
+
+
+def test_a_lost_run_of_another_host_keeps_what_the_database_holds() -> None:
+    run = running(
+        mode=RunMode.LOCAL, supervisor_host="gpu-box", worker_id="gpu-2", heartbeat_at=expired()
+    )
+    RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="step 1\n")
+    RunLogChunk.objects.create(run=run, seq=2, stream="stderr", chunk="warning\n")
+    RunLogChunk.objects.create(run=run, seq=3, stream="stdout", chunk="step 2\n")
+    RunMetric.objects.create(run=run, step=1, loss=2.5)
+    RunMetric.objects.create(run=run, step=2, loss=2.0)
+    assert run_reap() == [run.run_id]
+    run.refresh_from_db()
+    assert run.stdout == "step 1\nstep 2\n"
+    assert run.stderr.startswith("warning\n\nRun failed: lost its worker gpu-2")
+    assert (run.metrics_steps, run.final_loss) == (2, 2.0)
+
+
+def test_the_queue_row_of_a_reaped_run_is_closed() -> None:
+    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    DBTaskResult.objects.filter(id=run.task_id).update(status="RUNNING", worker_ids=["w1"])
+    TunixRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        worker_id="w1",
+        supervisor_host=HOST,
+        supervisor_pid=dead_pid(),
+    )
+    assert run_reap() == [run.run_id]
+    task = DBTaskResult.objects.get(id=run.task_id)
+    assert task.status == "FAILED" and task.finished_at is not None
+    assert "lost its worker w1" in task.traceback
+
+
+# --- Runs whose task was taken but never claimed --------------------------------------------
+
+
+def test_a_pending_run_whose_task_was_taken_but_never_claimed_is_queued_again() -> None:
+    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    # A worker took the task and died before it claimed the run.
+    DBTaskResult.objects.filter(id=run.task_id).update(status="RUNNING", worker_ids=["w-gone"])
+    assert run_requeue_unclaimed() == []  # not older than a lease yet
+    TunixRun.objects.filter(pk=run.pk).update(created_at=expired())
+    waiting = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    TunixRun.objects.filter(pk=waiting.pk).update(created_at=expired())
+    assert run_reap() == []
+    stored = TunixRun.objects.get(pk=run.pk)
+    assert stored.status == "pending" and stored.task_id != run.task_id
+    assert DBTaskResult.objects.get(id=stored.task_id).status == "READY"
+    old = DBTaskResult.objects.get(id=run.task_id)
+    assert old.status == "FAILED"
+    assert RunEvent.objects.filter(run=run).last().reason == (  # type: ignore[union-attr]
+        "queued again on default: its task was taken by worker w-gone, which never claimed it"
+    )
+    # A run still waiting in the queue is left alone; asking again changes nothing.
+    assert TunixRun.objects.get(pk=waiting.pk).task_id == waiting.task_id
+    assert run_requeue_unclaimed() == []
+
+
+def test_a_pending_run_whose_task_failed_before_the_claim_is_queued_again() -> None:
+    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    DBTaskResult.objects.filter(id=run.task_id).update(status="FAILED")
+    TunixRun.objects.filter(pk=run.pk).update(created_at=expired())
+    assert run_requeue_unclaimed() == [run.run_id]
