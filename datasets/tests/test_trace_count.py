@@ -27,6 +27,7 @@ def _assert_counts_agree() -> None:
     assert datasets
     for dataset in datasets:
         assert selectors.dataset_trace_count(key=dataset.key) == _joined(dataset), dataset.key
+        assert selectors.dataset_trace_count(dataset=dataset) == _joined(dataset), dataset.key
 
 
 @pytest.mark.django_db
