@@ -297,6 +297,25 @@ def test_the_history_refreshes_itself_while_a_row_is_live(page: Page) -> None:
     expect(page.get_by_test_id("tunix:history-poll")).to_have_count(0)
     expect(page.get_by_test_id(f"tunix:cancel-btn-{live.run_id}")).to_have_count(0)
 
+    # A row's own Cancel button, after the confirmation.
+    other = TunixRunFactory.create(status=RunStatus.PENDING, mode=RunMode.LOCAL, queue="default")
+    page.get_by_test_id("tunix:refresh-history-btn").click()
+    button = page.get_by_test_id(f"tunix:cancel-btn-{other.run_id}")
+    messages: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        messages.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    button.click()
+    expect(page.get_by_test_id("tunix:history-notice")).to_have_text(
+        "Run cancelled before it started."
+    )
+    expect(page.get_by_test_id(f"tunix:history-status-{other.run_id}")).to_have_text("cancelled")
+    assert messages[0].startswith(f"Cancel run {other.run_id}?")
+    assert TunixRun.objects.get(pk=other.pk).status == RunStatus.CANCELLED
+
 
 def test_narrow_screens_have_no_horizontal_overflow(page: Page) -> None:
     from playwright.sync_api import expect
