@@ -31,7 +31,7 @@ def test_utf8_split_never_cuts_a_character() -> None:
 
 @pytest.mark.django_db
 def test_output_under_the_cap_is_stored_whole_in_order() -> None:
-    run = TunixRunFactory(status="running")
+    run = TunixRunFactory.create(status="running")
     shipper = LogShipper(run_id=run.run_id, max_bytes=4096)
     shipper.store([("stdout", "one\n"), ("stderr", "warn\n")])
     shipper.store([("stdout", "two\n")])
@@ -41,7 +41,7 @@ def test_output_under_the_cap_is_stored_whole_in_order() -> None:
 
 @pytest.mark.django_db
 def test_past_the_cap_the_head_and_tail_stay_with_a_marker_counting_the_gap() -> None:
-    run = TunixRunFactory(status="running")
+    run = TunixRunFactory.create(status="running")
     shipper = LogShipper(run_id=run.run_id, max_bytes=8192)  # 4096 head, 4096 tail
     written = 0
     for index in range(100):
@@ -65,7 +65,7 @@ def test_past_the_cap_the_head_and_tail_stay_with_a_marker_counting_the_gap() ->
 
 @pytest.mark.django_db
 def test_a_marker_is_only_written_once_something_is_left_out() -> None:
-    run = TunixRunFactory(status="running")
+    run = TunixRunFactory.create(status="running")
     shipper = LogShipper(run_id=run.run_id, max_bytes=4096)
     shipper.store([("stdout", "a" * 2048)])
     shipper.store([("stdout", "b" * 100)])
@@ -78,7 +78,7 @@ def test_a_marker_is_only_written_once_something_is_left_out() -> None:
 
 @pytest.mark.django_db
 def test_storing_again_after_a_failure_writes_the_same_rows() -> None:
-    run = TunixRunFactory(status="running")
+    run = TunixRunFactory.create(status="running")
     shipper = LogShipper(run_id=run.run_id, max_bytes=4096)
     shipper.store([("stdout", "x\n")])
     # A retried write (its commit was not seen) inserts nothing twice.
@@ -135,14 +135,14 @@ def test_the_metrics_reader_takes_complete_lines_as_they_come(tmp_path: Path) ->
 
 @pytest.mark.django_db
 def test_live_metrics_update_the_summary_of_an_executing_run_only() -> None:
-    row = {"step": 5, "loss": 1.0, "eval_loss": 0.5, "tokens_per_second": 10.0}
+    row: dict[str, Any] = {"step": 5, "loss": 1.0, "eval_loss": 0.5, "tokens_per_second": 10.0}
     row["elapsed_seconds"] = None
-    running = TunixRunFactory(status="running")
+    running = TunixRunFactory.create(status="running")
     run_metrics_store(run_id=running.run_id, rows=[row], series=[row])
     run_metrics_store(run_id=running.run_id, rows=[row], series=[row])  # again: no conflict
     running.refresh_from_db()
     assert (running.metrics_steps, running.final_loss, running.best_eval_loss) == (5, 1.0, 0.5)
-    finished = TunixRunFactory(status="completed")
+    finished = TunixRunFactory.create(status="completed")
     run_metrics_store(run_id=finished.run_id, rows=[row], series=[row])
     finished.refresh_from_db()
     assert finished.metrics_steps is None
@@ -174,7 +174,7 @@ def test_artifact_names_that_are_not_bare_file_names_are_refused(name: str) -> N
 
 @pytest.mark.django_db
 def test_an_artifact_file_is_a_regular_file_of_the_output_directory(data_dir: Path) -> None:
-    run = TunixRunFactory(output_dir="outputs/exp")
+    run = TunixRunFactory.create(output_dir="outputs/exp")
     directory = data_dir / "outputs" / "exp"
     directory.mkdir(parents=True)
     (directory / "model.bin").write_bytes(b"w")
