@@ -262,18 +262,20 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
         message=f"{mode.label.capitalize()} execution pending",
     )
     try:
+        # Three inserts and no lock wait to limit (nothing else can hold rows that do
+        # not exist yet). The task goes first so that the run row is written once,
+        # with its task id; no worker sees either before the commit.
         with transaction.atomic():
-            db_lock_wait_limit()
+            result = execute_run.using(queue_name=queue).enqueue(str(run_id))
+            run.task_id = str(result.id)
             run.save(force_insert=True)
             RunEvent.objects.create(
                 run=run,
                 from_status=None,
                 to_status=RunStatus.PENDING,
                 reason=f"queued ({mode}) on {queue}",
+                created_at=now,
             )
-            result = execute_run.using(queue_name=queue).enqueue(str(run_id))
-            run.task_id = str(result.id)
-            TunixRun.objects.filter(pk=run_id).update(task_id=run.task_id)
     except DatabaseError as exc:
         logger.exception("Failed to queue run %s", run_id)
         raise QueueUnavailable("The run could not be queued: the database is unavailable") from exc
