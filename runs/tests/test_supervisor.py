@@ -327,3 +327,33 @@ def test_killing_the_supervisor_with_sigkill_kills_the_trainer(tmp_path: Path) -
             supervisor.kill()
         with contextlib.suppress(OSError, ValueError, UnboundLocalError):
             os.killpg(int((directory / "trainer.pid").read_text()), signal.SIGKILL)
+
+
+def test_the_database_locked_mid_run_delays_the_output_but_loses_none(settings: Any) -> None:
+    from runs.tests.test_db_failure import TableLock
+
+    settings.TUNIX_RUN_DB_LOCK_TIMEOUT_MS = 300
+    settings.TUNIX_HEARTBEAT_SECONDS = 0.2
+    dataset_with_traces(count=1)
+    job = Background("fake-stream")
+    job.trainer_pid()
+    eventually(lambda: RunLogChunk.objects.filter(run_id=job.run_id).exists(), what="a first chunk")
+    lock = TableLock()
+    lock.acquire()
+    try:
+        # The trainer writes on while every write of the supervisor fails.
+        stdout = job.directory / "stdout.log"
+        size = stdout.stat().st_size
+        eventually(lambda: stdout.stat().st_size > size + 2000, what="more output")
+    finally:
+        lock.release()
+        lock.close()
+    eventually(
+        lambda: RunLogChunk.objects.filter(run_id=job.run_id, seq__gte=3).exists(),
+        what="output stored again once the database is back",
+    )
+    (job.directory / "go.flag").write_text("go")
+    run = job.join()
+    assert run.status == "completed"
+    assert TunixRun.objects.get(pk=job.run_id).status == "completed"
+    assert stored_text(job.run_id, "stdout") == (job.directory / "stdout.log").read_text()
