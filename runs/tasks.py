@@ -17,7 +17,7 @@ from django_tasks import TaskContext, task
 from runs import execution, services
 from runs.models import RunMode
 from runs.runtime import tunix_runtime_available
-from runs.worker import executing
+from runs.worker import executing, worker_stopping
 
 logger = logging.getLogger(__name__)
 
@@ -34,4 +34,11 @@ def execute_run(context: TaskContext, run_id: str) -> str:
     with executing(started.run):
         if started.run.mode == RunMode.LOCAL and not tunix_runtime_available():
             return execution.run_fail_unavailable(started=started).status
-        return execution.run_execute(started=started).status
+        try:
+            return execution.run_execute(started=started).status
+        except (SystemExit, KeyboardInterrupt):
+            if not worker_stopping():
+                raise
+            # This worker was told to stop: the run is recorded as stopped, and the
+            # worker's loop ends by itself; the task itself went as it should.
+            return str(started.run.status)

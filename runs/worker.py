@@ -337,6 +337,11 @@ def _name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def worker_stopping() -> bool:
+    """Whether this process is a worker told to stop (SIGTERM/SIGINT)."""
+    return _active is not None and _active.stopping
+
+
 @contextlib.contextmanager
 def executing(run: TunixRun) -> Iterator[None]:
     """While a task executes `run`: the worker of this process (if any) reports it."""

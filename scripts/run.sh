@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run Tunix Registry on its embedded default (SQLite in the data directory):
-# install, migrate, create a local admin, load the demo, serve with gunicorn
-# on 127.0.0.1:8000 (override with HOST/PORT). `EXTRAS=tunix make run` also
-# installs the Tunix runtime (JAX on the CPU, ~1 GB) so local runs can train.
+# install, migrate, create a local admin, load the demo, then serve with
+# gunicorn on 127.0.0.1:8000 (override with HOST/PORT) beside one worker
+# (`manage.py run_worker`) that executes the queued runs; both stop together.
+# `EXTRAS=tunix make run` also installs the Tunix runtime (JAX on the CPU,
+# ~1 GB) so local runs can train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,13 +45,41 @@ fi
 
 host="${HOST:-127.0.0.1}"
 port="${PORT:-8000}"
+worker_log="$TUNIX_REGISTRY_DATA_DIR/worker.log"
+
+# The worker and gunicorn each run in a session of their own, so that Ctrl-C in
+# this terminal reaches only this script, which then stops both, once each: the
+# worker by SIGTERM (it stops and records the run it executes), gunicorn by
+# SIGTERM (graceful).
+worker_pid=""
+web_pid=""
+stop() {
+  trap - EXIT INT TERM
+  for pid in $web_pid $worker_pid; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in $web_pid $worker_pid; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+setsid "$py" manage.py run_worker >>"$worker_log" 2>&1 &
+worker_pid=$!
+
 echo
 echo "Tunix Registry: http://$host:$port/"
 echo "  admin:  http://$host:$port/admin/  user 'admin', password $(cat "$pw_file")  (kept in $pw_file)"
 echo "  API:    http://$host:$port/api/docs"
+echo "  worker: one, queue ${TUNIX_DEFAULT_QUEUE:-default} (pid $worker_pid), log in $worker_log"
 echo
 # Show each request in the terminal (production leaves access lines off).
 export GUNICORN_ACCESSLOG="${GUNICORN_ACCESSLOG:--}"
-exec .venv/bin/gunicorn tunix_registry.wsgi:application \
+setsid .venv/bin/gunicorn tunix_registry.wsgi:application \
   --config python:tunix_registry.gunicorn_conf \
-  --bind "$host:$port"
+  --bind "$host:$port" &
+web_pid=$!
+# Until either stops (or this script is told to): then the other goes too.
+wait -n "$web_pid" "$worker_pid" || true
