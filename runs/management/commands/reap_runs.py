@@ -1,6 +1,8 @@
-"""`manage.py reap_runs`: fail runs left `running` by a process that is gone.
+"""`manage.py reap_runs`: finish runs whose process is gone or whose lease expired, once.
 
-scripts/run.sh calls it before starting the server; run it after any crash.
+Every worker (`manage.py run_worker`) runs the same reaper in its loop; this
+command is for an installation without a running worker, or after a crash.
+scripts/run.sh calls it before starting the server.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from runs.services import run_reap
 
 class Command(BaseCommand):
     help = (
-        "Mark runs left `running` by a dead process (server restart, killed worker) as failed, "
-        "kill their orphaned trainers, and record outcomes a failed database write left behind."
+        "Finish runs left executing by a dead process (server restart, killed worker) or whose "
+        "heartbeat is older than the lease, kill their orphaned trainers, record outcomes a "
+        "failed database write left behind, and queue again runs whose task was taken but "
+        "never claimed. Every worker does the same in its loop."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
