@@ -168,7 +168,8 @@ def _manifest_for(run: TunixRun, request: TunixRunRequest, *, output_dir: str) -
 
 def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
     key = run.dataset_key
-    if dataset_get(key=key) is None:
+    dataset = dataset_get(key=key)
+    if dataset is None:
         return RunOutcome(
             status=RunStatus.FAILED,
             stderr=f"Dataset not found: {key}",
@@ -183,7 +184,7 @@ def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
             stderr=f"Manifest generation failed: {type(exc).__name__}",
             message="Dry-run failed: manifest generation error",
         )
-    count = dataset_trace_count(key=key)
+    count = dataset_trace_count(dataset=dataset)
     if count == 0:
         return RunOutcome(
             status=RunStatus.FAILED,
