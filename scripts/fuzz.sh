@@ -6,7 +6,9 @@
 # is given), migrates, loads the demo so reads find data, runs schemathesis
 # over /api/openapi.json with a fixed seed and stops the server again.
 # Local runs cannot start: the Tunix runtime module is one that does not exist
-# (a local run is a 501) and the trainer command is `false` besides.
+# (a local run is a 501) and the trainer command is `false` besides. No worker
+# runs, so runs launched with mode=async stay pending; a log stream of one of
+# them closes after a second.
 # Extra arguments go to `st run` (e.g. --max-examples 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ export DJANGO_SETTINGS_MODULE=tunix_registry.settings_test
 export TUNIX_REGISTRY_DATA_DIR="$work/data"
 export TUNIX_RUNTIME_MODULE=tunix_registry_fuzz_has_no_runtime
 export TUNIX_TRAINER_COMMAND=false
+export TUNIX_LOG_STREAM_SECONDS=1
 if [ -n "${1:-}" ]; then export DATABASE_URL="$1"; shift; else unset DATABASE_URL; fi
 
 $bin/python manage.py migrate --verbosity 0
@@ -50,7 +53,7 @@ repo="$PWD"
     run "http://127.0.0.1:$port/api/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
     --seed 20261202 --generation-database none \
-    --max-examples 80 --workers 2 --request-timeout 30 --max-time 150 \
+    --max-examples 80 --workers 2 --request-timeout 30 --max-time 300 \
     --report-dir "$work/report" --no-color "$@"
 ) 2>&1 | tee "$work/st.log" || status=$?
 # The run must have been a real one: at least 1000 generated requests.
