@@ -1,8 +1,9 @@
-"""The run's state transitions (run_start, run_finish) and how execution uses them."""
+"""The run's state transitions (start, enqueue, claim, cancel, finish) and execution using them."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import DatabaseError, connection
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from datasets.tests.factories import dataset_with_traces
 from runs.execution import run_execute
@@ -19,10 +21,18 @@ from runs.outcomes import OUTCOME_FILE, RunOutcome, pending_outcome_load
 from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory
 from runs.services import (
+    CANCELLED_BEFORE_START,
     InvalidRunRequest,
+    QueueUnavailable,
+    RunAlreadyFinished,
+    RunNotFound,
     StartedRun,
     TunixRuntimeUnavailable,
+    run_cancel,
+    run_claim,
+    run_enqueue,
     run_finish,
+    run_heartbeat,
     run_start,
 )
 from runs.tests.factories import TunixRunFactory
@@ -178,3 +188,93 @@ def test_run_execute_records_the_outcome_on_the_started_row() -> None:
         "running",
         "completed",
     ]
+
+
+# --- Queued runs -------------------------------------------------------------------------
+
+
+def test_run_enqueue_writes_the_pending_row_its_event_and_its_task_together() -> None:
+    run = run_enqueue(request=request(dry_run=False))
+    stored = TunixRun.objects.get()
+    assert (stored.status, stored.mode, stored.queue, stored.message) == (
+        "pending",
+        "local",
+        "default",
+        "Local execution pending",
+    )
+    assert stored.task_id == run.task_id
+    task = DBTaskResult.objects.get(id=run.task_id)
+    assert (task.status, task.queue_name, task.args_kwargs["args"]) == (
+        "READY",
+        "default",
+        [str(run.run_id)],
+    )
+    assert list(RunEvent.objects.values_list("from_status", "to_status", "reason")) == [
+        (None, "pending", "queued (local) on default")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "queue", "field"),
+    [({}, "nope", "queue"), ({"dataset_key": "../x"}, None, "dataset_key")],
+)
+def test_run_enqueue_refuses_before_writing_anything(
+    fields: dict[str, Any], queue: str | None, field: str
+) -> None:
+    with pytest.raises(InvalidRunRequest) as caught:
+        run_enqueue(request=request(**fields), queue=queue)
+    assert caught.value.field == field
+    assert not TunixRun.objects.exists() and not DBTaskResult.objects.exists()
+
+
+def test_run_enqueue_queues_nothing_when_the_database_refuses() -> None:
+    def failing_inserts(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        if sql.lstrip().upper().startswith("INSERT"):
+            raise DatabaseError("the database is gone")
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(failing_inserts), pytest.raises(QueueUnavailable):
+        run_enqueue(request=request())
+    assert not TunixRun.objects.exists() and not DBTaskResult.objects.exists()
+
+
+def test_run_claim_wins_once() -> None:
+    run = run_enqueue(request=request())
+    started = run_claim(run_id=run.run_id, worker_id="w1")
+    assert started is not None and started.recorded
+    assert (started.run.status, started.run.worker_id, started.run.message) == (
+        "running",
+        "w1",
+        "Dry-run execution in progress",
+    )
+    assert started.run.supervisor_pid == os.getpid() and started.run.heartbeat_at is not None
+    assert run_claim(run_id=run.run_id, worker_id="w2") is None
+    assert list(RunEvent.objects.values_list("to_status", flat=True)) == ["pending", "running"]
+    assert RunEvent.objects.last().reason.startswith("claimed by worker w1 on ")  # type: ignore[union-attr]
+
+
+def test_run_cancel_of_a_pending_a_running_and_a_finished_run() -> None:
+    pending = run_enqueue(request=request())
+    assert run_cancel(run_id=pending.run_id) == "cancelled"
+    stored = TunixRun.objects.get(pk=pending.pk)
+    assert (stored.stderr, stored.message) == (
+        CANCELLED_BEFORE_START,
+        "Dry-run execution cancelled",
+    )
+    assert stored.completed_at is not None
+    assert DBTaskResult.objects.get(id=pending.task_id).status == "FAILED"
+    assert run_claim(run_id=pending.run_id, worker_id="w1") is None
+
+    running = run_enqueue(request=request())
+    run_claim(run_id=running.run_id, worker_id="w1")
+    assert run_cancel(run_id=running.run_id) == "cancel_requested"
+    assert run_cancel(run_id=running.run_id) == "cancel_requested"
+    assert list(
+        RunEvent.objects.filter(run_id=running.run_id).values_list("to_status", flat=True)
+    ) == ["pending", "running", "cancel_requested"]
+    assert run_heartbeat(run_id=running.run_id) == "cancel_requested"
+
+    with pytest.raises(RunAlreadyFinished, match="Run is already in terminal state: cancelled"):
+        run_cancel(run_id=pending.run_id)
+    with pytest.raises(RunNotFound):
+        run_cancel(run_id=uuid.uuid4())
