@@ -98,9 +98,18 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _processes_named(name: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
+def _cluster_processes() -> list[int]:
+    """The benchmark cluster's postmaster and its children (backends, background workers).
+
+    Only this cluster's: other PostgreSQL servers on a shared machine are not counted.
+    """
+    try:
+        postmaster = int(
+            (Path(str(_state["pgdir"])) / "data" / "postmaster.pid").read_text().split()[0]
+        )
+    except (KeyError, OSError, ValueError, IndexError):
+        return []
+    return [postmaster, *_children(postmaster)]
 
 
 _state: dict[str, object] = {}
@@ -125,7 +134,7 @@ def postgres(*, migrate: bool = True) -> Iterator[str]:
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key")
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ.setdefault("TUNIX_REGISTRY_LOG_LEVEL", "WARNING")
-    _state.update(workdir=workdir, url=url, data_dir=data_dir)
+    _state.update(workdir=workdir, url=url, data_dir=data_dir, pgdir=pgdir)
     try:
         import django
 
@@ -282,7 +291,7 @@ class Server:
             )  # fmt: skip
         workers = self.worker_pids()
         pids = [self.master_pid, *workers]
-        pg = _processes_named("postgres")
+        pg = _cluster_processes()
         peak = {"rss": 0.0}
         stop = threading.Event()
 
@@ -294,7 +303,7 @@ class Server:
                 stop.wait(0.25)
 
         sampler = threading.Thread(target=sample, daemon=True)
-        server_before, db_before = _cpu_ms(pids), _cpu_ms(_processes_named("postgres") or pg)
+        server_before, db_before = _cpu_ms(pids), _cpu_ms(_cluster_processes() or pg)
         sampler.start()
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
@@ -303,7 +312,7 @@ class Server:
         )  # fmt: skip
         stop.set()
         sampler.join()
-        server_after, db_after = _cpu_ms(pids), _cpu_ms(_processes_named("postgres") or pg)
+        server_after, db_after = _cpu_ms(pids), _cpu_ms(_cluster_processes() or pg)
         match = re.search(r"BENCH-JSON (\{.*\})", out.stdout)
         if not match:
             raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
