@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -471,3 +472,34 @@ def test_db_write_latency_accumulates_in_the_database(client: Client) -> None:
 
 def test_metrics_only_answers_get(client: Client) -> None:
     assert client.post("/metrics").status_code == 405
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sse_through_a_live_server_delivers_chunks_as_they_arrive(
+    live_server: Any, settings: Any
+) -> None:
+    """A viewer sees chunks stored while its stream is open, then the status, then the end."""
+    settings.TUNIX_LOG_STREAM_SECONDS = 60.0
+    run = TunixRunFactory.create(status=RunStatus.RUNNING, mode="local")
+    add_chunks(run, "step 1\n")
+    url = f"{live_server.url}/api/tunix/runs/{run.run_id}/logs"
+    received: list[dict[str, Any]] = []
+    ended = False
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (http, test server)
+        assert response.headers["Content-Type"] == "text/event-stream"
+        block: list[str] = []
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line:
+                block.append(line)
+                continue
+            received += parse_sse("\n".join(block).encode())
+            block = []
+            if not ended and any(e.get("event") == "heartbeat" for e in received):
+                # The stream is open and caught up: the run prints and ends meanwhile.
+                add_chunks(run, "done\n", start=2)
+                TunixRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
+                ended = True
+    logs = [e for e in received if e.get("event") == "log"]
+    assert [(e["id"], e["data"]["chunk"]) for e in logs] == [("1", "step 1\n"), ("2", "done\n")]
+    assert received[-1] == {"event": "status", "data": {"status": "completed"}}
