@@ -17,7 +17,8 @@ import pytest
 from django.test import Client
 
 from datasets.tests.factories import dataset_with_traces
-from runs.models import RunMetric, TunixRun
+from runs.models import RunLogChunk, RunMetric, TunixRun
+from runs.selectors import run_directory
 
 pytestmark = [
     pytest.mark.tunix,
@@ -75,6 +76,16 @@ def test_a_real_tiny_training_is_recorded_with_its_metrics(client: Client, data_
 
     checkpoint = data_dir / body["output_dir"]
     assert checkpoint.is_dir() and any(checkpoint.iterdir())
+    # The artifacts are the files directly in the output directory, as recorded.
+    assert run.artifacts is not None
+    assert [a["name"] for a in run.artifacts] == sorted(
+        p.name for p in checkpoint.iterdir() if p.is_file() and not p.is_symlink()
+    )
+    # The supervisor stored the whole output in the database as it came.
+    stored = "".join(
+        RunLogChunk.objects.filter(run=run, stream="stdout").values_list("chunk", flat=True)
+    )
+    assert stored == (run_directory(run_id=run.run_id) / "stdout.log").read_text()
 
     series = client.get(f"/api/tunix/runs/{run.run_id}/metrics").json()["metrics"]
     assert [m["loss"] for m in series] == pytest.approx(losses)
