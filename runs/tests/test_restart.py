@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,26 +17,17 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-BIN = Path(sys.executable).parent
+from tunix_registry.tests.servers import serve_gunicorn, server_env
 
 
-def server_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DJANGO_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="tunix_registry.settings",
+def restart_env(data_dir: Path) -> dict[str, str]:
+    return server_env(
+        data_dir,
+        settings_module="tunix_registry.settings",
         DJANGO_SECRET_KEY="restart-test-key-not-secret",
-        TUNIX_REGISTRY_DATA_DIR=str(data_dir),
         TUNIX_REGISTRY_LOG_LEVEL="WARNING",
         WEB_CONCURRENCY="1",
     )
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -53,43 +42,25 @@ def call(base: str, method: str, path: str, body: dict[str, Any] | None = None) 
 
 @contextmanager
 def server(data_dir: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "tunix_registry.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            # Not the shared ~/.gunicorn/gunicorn.ctl of other servers on this machine.
-            "--no-control-socket",
-        ],
-        cwd=settings.BASE_DIR,
-        env=server_env(data_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    # gunicorn's quick shutdown (SIGQUIT): the runs must not depend on a graceful one.
+    with serve_gunicorn(restart_env(data_dir), config=None, stop_signal=signal.SIGQUIT) as served:
         deadline = time.monotonic() + 30
         while True:
             try:
-                call(base, "GET", "/api/health")
+                call(served.base_url, "GET", "/api/health")
                 break
             except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the server did not start") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server did not answer") from None
                 time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGQUIT)  # gunicorn's quick shutdown
-        process.wait(timeout=30)
+        yield served.base_url
 
 
 def manage(data_dir: Path, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=settings.BASE_DIR,
-        env=server_env(data_dir),
+        env=restart_env(data_dir),
         capture_output=True,
         text=True,
         timeout=120,
