@@ -50,7 +50,12 @@ from runs.schemas import (
     TunixStatusResponse,
 )
 from tunix_registry.fields import PageLimit, PageOffset, Text
-from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
+from tunix_registry.http_cache import (
+    mark_immutable,
+    mark_revalidate,
+    not_modified,
+    permanent_etag,
+)
 from tunix_registry.pagination import check_page
 
 logger = logging.getLogger(__name__)
@@ -212,8 +217,13 @@ def _run_or_404(run_id: uuid.UUID) -> TunixRun:
 
 
 def final_etag(run_id: uuid.UUID) -> str:
-    """The ETag of a finished run's detail: its identity alone, since it never changes."""
-    return strong_etag("run", run_id, "final")
+    """The ETag of a finished run's detail: its identity, signed.
+
+    A finished run never changes and is never deleted
+    (docs/decisions.md#immutable-resources), and only this server can issue the
+    signed tag, so a match is proof enough: the 304 reads nothing.
+    """
+    return permanent_etag("run", run_id, "final")
 
 
 @router.get(
@@ -223,9 +233,7 @@ def final_etag(run_id: uuid.UUID) -> str:
 )
 def run_detail(request: HttpRequest, response: HttpResponse, run_id: uuid.UUID) -> Any:
     etag = final_etag(run_id)
-    cached = not_modified(
-        request, etag, exists=lambda: selectors.run_finished_exists(run_id=run_id)
-    )
+    cached = not_modified(request, etag, exists=None)
     if cached is not None:
         return cached
     run = _run_or_404(run_id)
