@@ -181,6 +181,8 @@ class RunWorker(Worker):
                     continue
                 break
         finally:
+            # A signal from here on must not cut the unregistering short.
+            self.stopping = True
             self.running = False
             self._done.set()
             self._housekeeper.join(timeout=settings.TUNIX_HEARTBEAT_SECONDS + 30)
