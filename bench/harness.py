@@ -67,14 +67,16 @@ def _free_port() -> int:
 
 
 def _cpu_ms(pids: list[int]) -> float:
-    """User+system CPU of the given processes, in milliseconds."""
+    """User+system CPU of the given processes and their exited children, in milliseconds."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        # utime, stime, and cutime, cstime: the CPU of children that have exited
+        # (PostgreSQL's parallel and autovacuum workers come and go within a round).
+        total += sum(int(value) for value in fields[11:15])
     return total * 1000.0 / CLK_TCK
 
 
