@@ -56,8 +56,20 @@ class TableLock:
 
     def acquire(self) -> None:
         if self.vendor == "sqlite":
-            self.raw.execute("BEGIN IMMEDIATE")
-            self.raw.execute("UPDATE runs_tunixrun SET message = message WHERE 0")
+            # The test database is a shared-cache in-memory SQLite, whose table
+            # locks do not wait: while another thread writes, try again.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    self.raw.execute("BEGIN IMMEDIATE")
+                    self.raw.execute("UPDATE runs_tunixrun SET message = message WHERE 0")
+                    return
+                except sqlite3.OperationalError:
+                    if self.raw.in_transaction:
+                        self.raw.execute("ROLLBACK")
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
         else:
             self.raw.execute("BEGIN")
             self.raw.execute("LOCK TABLE runs_tunixrun IN ACCESS EXCLUSIVE MODE")
