@@ -6,6 +6,8 @@
   are deleted and one chunk on stream `marker`, placed right after the head, says
   how many bytes were left out (docs/decisions.md#live-logs).
 - `run_metrics_store`: new RunMetric rows and the run's metrics summary fields.
+- `log_catch_up`: the output a supervisor could not store before it ended, from
+  the run directory's log files (the reaper calls it on the run's own host).
 
 The supervisor (`runs.supervisor`) calls both about once a second, only when there
 is something new. They raise DatabaseError and leave the state as it was, so the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -214,3 +217,44 @@ def run_metrics_store(
         summary = metrics_summary(series)
         if summary:
             TunixRun.objects.filter(pk=run_id, status__in=EXECUTING_STATUSES).update(**summary)
+
+
+def log_catch_up(*, run_id: uuid.UUID, run_dir: Path, max_bytes: int) -> int:
+    """Store the output in `run_dir`'s log files that never reached the database; bytes stored.
+
+    For a run whose supervisor could not make its last writes (the database was
+    down when the trainer ended): the reaper, on the run's own host, calls this
+    before it records the kept outcome. Per stream, what is stored must be the
+    start of the file; the rest is appended after the last chunk, within the cap.
+    A log the cap already cut (a marker chunk exists) is left as it is: its
+    gap cannot be placed again.
+    """
+    chunks = RunLogChunk.objects.filter(run_id=run_id).order_by("seq")
+    stored: dict[str, list[str]] = {stream: [] for stream in STREAMS}
+    last_seq, total = 0, 0
+    for chunk in chunks.iterator(chunk_size=200):
+        if chunk.stream == MARKER_STREAM:
+            return 0
+        stored.setdefault(chunk.stream, []).append(chunk.chunk)
+        last_seq = chunk.seq
+        total += len(chunk.chunk.encode("utf-8"))
+    new: list[RunLogChunk] = []
+    for stream in STREAMS:
+        try:
+            text = (run_dir / f"{stream}.log").read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            continue
+        have = "".join(stored[stream])
+        if not text.startswith(have):
+            continue
+        rest = text[len(have) :]
+        while rest and total < max_bytes:
+            piece, rest = utf8_split(rest, min(CHUNK_MAX_BYTES, max_bytes - total))
+            if not piece:
+                break
+            last_seq += 1
+            total += len(piece.encode("utf-8"))
+            new.append(RunLogChunk(run_id=run_id, seq=last_seq, stream=stream, chunk=piece))
+    if new:
+        RunLogChunk.objects.bulk_create(new, ignore_conflicts=True)
+    return sum(len(chunk.chunk.encode("utf-8")) for chunk in new)

@@ -525,6 +525,7 @@ def run_reap(
     for run in executing:
         pending = pending_outcome_load(run_id=run.run_id)
         if pending is not None:
+            _log_catch_up(run)
             if run_finish(
                 run=run, outcome=pending, reason="outcome recorded after a failed database write"
             ):
@@ -638,6 +639,21 @@ def _supervisor_alive_here(run: TunixRun, host: str) -> bool:
     if run.supervisor_host != host or run.supervisor_pid is None:
         return False
     return process_alive(run.supervisor_pid, run.supervisor_fingerprint)
+
+
+def _log_catch_up(run: TunixRun) -> None:
+    """Store the output its supervisor could not (best effort: the files keep it all)."""
+    from runs.logs import log_catch_up
+
+    try:
+        log_catch_up(
+            run_id=run.run_id,
+            run_dir=run_directory(run_id=run.run_id),
+            max_bytes=settings.TUNIX_RUN_LOG_MAX_BYTES,
+        )
+    except DatabaseError:
+        logger.warning("run %s: its unstored output stays in the run directory", run.run_id)
+        database_reset()
 
 
 def _supervisor_gone(run: TunixRun, host: str) -> bool:

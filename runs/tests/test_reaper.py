@@ -272,3 +272,41 @@ def test_a_pending_run_whose_task_failed_before_the_claim_is_queued_again() -> N
     DBTaskResult.objects.filter(id=run.task_id).update(status="FAILED")
     TunixRun.objects.filter(pk=run.pk).update(created_at=expired())
     assert run_requeue_unclaimed() == [run.run_id]
+
+
+def test_a_kept_outcome_brings_the_output_its_supervisor_could_not_store(data_dir: Path) -> None:
+    from runs.outcomes import RunOutcome, pending_outcome_save
+
+    run = running(mode=RunMode.LOCAL)
+    directory = run_directory(run_id=run.run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "stdout.log").write_text("step 1\nstep 2\nreleased \u00e9\n", encoding="utf-8")
+    (directory / "stderr.log").write_text("warning\n", encoding="utf-8")
+    # Stored before the database went away: the first line only.
+    RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="step 1\n")
+    pending_outcome_save(
+        run_id=run.run_id,
+        outcome=RunOutcome(status=RunStatus.COMPLETED, message="done", exit_code=0),
+    )
+    assert run_reap() == [run.run_id]
+    run.refresh_from_db()
+    assert run.status == "completed"
+    chunks = list(RunLogChunk.objects.filter(run=run).order_by("seq"))
+    assert [c.seq for c in chunks] == [1, 2, 3]
+    assert "".join(c.chunk for c in chunks if c.stream == "stdout") == (
+        "step 1\nstep 2\nreleased \u00e9\n"
+    )
+    assert [c.chunk for c in chunks if c.stream == "stderr"] == ["warning\n"]
+
+
+def test_a_log_the_cap_already_cut_is_not_caught_up(data_dir: Path) -> None:
+    from runs.logs import log_catch_up
+
+    run = running(mode=RunMode.LOCAL)
+    directory = run_directory(run_id=run.run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "stdout.log").write_text("a\nb\nc\n", encoding="utf-8")
+    RunLogChunk.objects.create(run=run, seq=1, stream="stdout", chunk="a\n")
+    RunLogChunk.objects.create(run=run, seq=2, stream="marker", chunk="[... 2 bytes ...]")
+    assert log_catch_up(run_id=run.run_id, run_dir=directory, max_bytes=1 << 20) == 0
+    assert RunLogChunk.objects.filter(run=run).count() == 2
