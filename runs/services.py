@@ -186,6 +186,24 @@ def _supervised_by_this_process(run: TunixRun, now: datetime) -> None:
     run.heartbeat_at = now
 
 
+def _new_run(request: TunixRunRequest, *, mode: str, status: str) -> TunixRun:
+    """An unsaved run for a checked launch request (InvalidRunRequest if it is not)."""
+    run_id = uuid.uuid4()
+    output_dir = _checked_output_dir(request, run_id)
+    now = timezone.now()
+    return TunixRun(
+        run_id=run_id,
+        dataset_key=request.dataset_key,
+        model_id=request.model_id,
+        mode=mode,
+        status=status,
+        started_at=now,
+        created_at=now,
+        output_dir=output_dir,
+        config=request.model_dump(mode="json"),
+    )
+
+
 def run_start(*, request: TunixRunRequest) -> StartedRun:
     """Check a launch request, then create its row `running` with a first event.
 
@@ -198,21 +216,9 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
     if mode == RunMode.LOCAL and not tunix_runtime_available():
         raise TunixRuntimeUnavailable
-    run_id = uuid.uuid4()
-    output_dir = _checked_output_dir(request, run_id)
-    now = timezone.now()
-    run = TunixRun(
-        run_id=run_id,
-        dataset_key=request.dataset_key,
-        model_id=request.model_id,
-        mode=mode,
-        status=RunStatus.RUNNING,
-        started_at=now,
-        created_at=now,
-        output_dir=output_dir,
-        config=request.model_dump(mode="json"),
-    )
-    _supervised_by_this_process(run, now)
+    run = _new_run(request, mode=mode, status=RunStatus.RUNNING)
+    run_id = run.run_id
+    _supervised_by_this_process(run, run.created_at)
     recorded = True
     try:
         with transaction.atomic():
@@ -245,22 +251,10 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
             "queue", f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
         )
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
-    run_id = uuid.uuid4()
-    output_dir = _checked_output_dir(request, run_id)
-    now = timezone.now()
-    run = TunixRun(
-        run_id=run_id,
-        dataset_key=request.dataset_key,
-        model_id=request.model_id,
-        mode=mode,
-        status=RunStatus.PENDING,
-        started_at=now,
-        created_at=now,
-        output_dir=output_dir,
-        config=request.model_dump(mode="json"),
-        queue=queue,
-        message=f"{mode.label.capitalize()} execution pending",
-    )
+    run = _new_run(request, mode=mode, status=RunStatus.PENDING)
+    run_id = run.run_id
+    run.queue = queue
+    run.message = f"{mode.label.capitalize()} execution pending"
     try:
         # Three inserts and no lock wait to limit (nothing else can hold rows that do
         # not exist yet). The task goes first so that the run row is written once,
@@ -274,7 +268,7 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
                 from_status=None,
                 to_status=RunStatus.PENDING,
                 reason=f"queued ({mode}) on {queue}",
-                created_at=now,
+                created_at=run.created_at,
             )
     except DatabaseError as exc:
         logger.exception("Failed to queue run %s", run_id)
