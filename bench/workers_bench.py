@@ -1,6 +1,6 @@
 """Runs on workers, on PostgreSQL: async launch, start latency, live logs, supervision, drain.
 
-    .venv/bin/python -m bench.workers_bench        # about 10 minutes on 2 cores
+    .venv/bin/python -m bench.workers_bench   # ~8 min on a quiet 2-core machine, ~18 at load 15
 
 A throwaway PostgreSQL (bench.harness) holding BENCH_DATASET_TRACES (200) short arithmetic
 traces and a dataset of them built by the product's service (short sequences, so the tiny model
