@@ -352,6 +352,10 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
     nothing. Raises RunNotFound, or RunAlreadyFinished for a terminal run.
     """
     now = timezone.now()
+    mode = TunixRun.objects.filter(pk=run_id).values_list("mode", flat=True).first()
+    if mode is None:
+        raise RunNotFound(run_id)
+    label = "Dry-run" if mode == RunMode.DRY_RUN else "Local"
     with transaction.atomic():
         db_lock_wait_limit()
         cancelled = TunixRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
@@ -359,7 +363,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
             completed_at=now,
             duration_seconds=0.0,
             stderr=CANCELLED_BEFORE_START,
-            message=f"{_mode_label(run_id)} execution cancelled",
+            message=f"{label} execution cancelled",
         )
         if cancelled:
             RunEvent.objects.create(
@@ -373,7 +377,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
             return RunStatus.CANCELLED
         requested = TunixRun.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(
             status=RunStatus.CANCEL_REQUESTED,
-            message=f"{_mode_label(run_id)} execution cancellation requested",
+            message=f"{label} execution cancellation requested",
         )
         if requested:
             RunEvent.objects.create(
