@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +46,67 @@ def data_dir(_isolated_data_dir: Path) -> Path:
 
 
 @pytest.fixture
-def openapi(client: Any) -> dict[str, Any]:
+def user_factory(db: None) -> Callable[..., Any]:
+    """`user_factory(role="viewer")`: a new user with that role (a launcher by default)."""
+    from accounts.tests.factories import UserFactory
+
+    def make(role: str = "launcher", **fields: Any) -> Any:
+        return UserFactory(role=role, **fields)
+
+    return make
+
+
+@pytest.fixture
+def token_for(db: None) -> Callable[[Any], str]:
+    """`token_for(user)`: the plain secret of a new API token of `user`."""
+    from accounts.services import token_issue
+
+    counter = iter(range(1_000_000))
+
+    def issue(user: Any, name: str | None = None) -> str:
+        return token_issue(user, name or f"test-{next(counter)}").secret
+
+    return issue
+
+
+@pytest.fixture
+def bearer(token_for: Callable[[Any], str]) -> Callable[[Any], dict[str, str]]:
+    """`bearer(user)`: test-client headers that authenticate as `user` with a token."""
+
+    def headers(user: Any) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {token_for(user)}"}
+
+    return headers
+
+
+@pytest.fixture
+def launcher(user_factory: Callable[..., Any]) -> Any:
+    """The user the `client` fixture is signed in as."""
+    return user_factory("launcher", username="launcher")
+
+
+@pytest.fixture
+def client(launcher: Any) -> Any:
+    """A test client signed in as a launcher (may read, create, launch and cancel)."""
+    from django.test import Client
+
+    signed_in = Client()
+    signed_in.force_login(launcher)
+    return signed_in
+
+
+@pytest.fixture
+def anon_client() -> Any:
+    """A test client without credentials."""
+    from django.test import Client
+
+    return Client()
+
+
+@pytest.fixture
+def openapi(anon_client: Any) -> dict[str, Any]:
     """The API's OpenAPI document as the server publishes it."""
-    document: dict[str, Any] = client.get("/api/openapi.json").json()
+    document: dict[str, Any] = anon_client.get("/api/openapi.json").json()
     return document
 
 

@@ -17,6 +17,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
+from accounts.access import Access
+from accounts.roles import BUILD_DATASETS, VIEW_DATASETS
 from datasets import selectors, services
 from datasets.exports import FORMATS
 from datasets.keys import KEY_MAX_LENGTH, InvalidDatasetKey, dataset_key_validate
@@ -36,7 +38,7 @@ from tunix_registry.pagination import PaginationOut, check_page, page_of
 from tunix_registry.schemas import ErrorOut
 from tunix_registry.timestamps import utc_iso
 
-router = Router(tags=["datasets"])
+router = Router(tags=["datasets"], auth=Access(VIEW_DATASETS))
 
 # A key in the path: checked by dataset_key_validate (its own 422 message); the
 # schema documents the same rule.
@@ -179,6 +181,7 @@ def _existing(key: str) -> Dataset:
     "/build",
     response={201: DatasetBuildOut, 409: ErrorOut, 422: ErrorOut},
     summary="Build an immutable dataset version from traces",
+    auth=Access(BUILD_DATASETS),
 )
 def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]:
     try:

@@ -28,6 +28,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError, ValidationError
 
+from accounts.access import Access
+from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS, VIEW_DATASETS, VIEW_RUNS
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.selectors import dataset_export_lines, dataset_get, traces_export_lines
 from runs import artifacts, execution, manifest, runtime, selectors, services
@@ -60,7 +62,7 @@ from tunix_registry.pagination import check_page
 
 logger = logging.getLogger(__name__)
 
-router = Router(tags=["runs"])
+router = Router(tags=["runs"], auth=Access(VIEW_RUNS))
 
 NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
@@ -100,6 +102,8 @@ def tunix_status(request: HttpRequest) -> dict[str, Any]:
     "/sft/export",
     response={200: None, 400: ErrorOut, 404: ErrorOut, 422: ErrorOut},
     summary="Export a dataset or traces in tunix_sft format (NDJSON, streamed)",
+    # A read sent as POST (its body names what to export): writes nothing.
+    auth=Access(VIEW_DATASETS),
 )
 def sft_export(request: HttpRequest, body: TunixExportRequest) -> StreamingHttpResponse:
     if body.dataset_key:
@@ -122,6 +126,7 @@ def sft_export(request: HttpRequest, body: TunixExportRequest) -> StreamingHttpR
     "/sft/manifest",
     response={201: TunixManifestResponse, 404: ErrorOut, 422: ErrorOut},
     summary="Generate the training manifest YAML of a dataset (nothing is written)",
+    auth=Access(VIEW_DATASETS),
 )
 def sft_manifest(request: HttpRequest, body: TunixManifestRequest) -> Status[dict[str, Any]]:
     key = _valid_key(body.dataset_key)
@@ -165,6 +170,7 @@ def _invalid_request(exc: services.InvalidRunRequest) -> ValidationError:
     "/run",
     response={200: TunixRunResponse, 422: ErrorOut, 501: ErrorOut, 503: ErrorOut},
     summary="Launch a run: wait for its outcome, or with mode=async queue it for a worker",
+    auth=Access(LAUNCH_RUNS),
 )
 def tunix_run(
     request: HttpRequest, body: TunixRunRequest, query: Query[RunLaunchQuery]
@@ -288,6 +294,7 @@ def run_status(request: HttpRequest, response: HttpResponse, run_id: uuid.UUID) 
     "/runs/{run_id}/cancel",
     response={200: RunCancelResponse, 400: ErrorOut, 404: ErrorOut, 422: ErrorOut},
     summary="Cancel a pending run at once, or ask an executing one to stop",
+    auth=Access(CANCEL_RUNS),
 )
 def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     try:

@@ -104,6 +104,8 @@ class TunixRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-run_id"]
+        # Launching is `add_tunixrun`; cancelling any run is its own permission.
+        permissions = [("cancel_tunixrun", "Can cancel a run")]
         indexes = [
             # GET /api/tunix/runs and the history page without filters; also
             # "recent runs" by created_at and keyset cursors (docs/decisions.md#pagination).

@@ -31,6 +31,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from accounts.access import AccessDenied, access_denied_response, require
+from accounts.roles import VIEW_RUNS
 from runs import selectors
 from runs.models import TERMINAL_STATUSES, DbWriteProbe, RunMode, RunStatus
 
@@ -197,7 +199,11 @@ def metrics_text() -> str:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """The Prometheus scrape target (GET /metrics)."""
+    """The Prometheus scrape target (GET /metrics): a viewer's bearer token (or session)."""
+    try:
+        require(request, VIEW_RUNS)
+    except AccessDenied as exc:
+        return access_denied_response(exc)
     try:
         body = metrics_text()
     except DatabaseError:

@@ -21,6 +21,8 @@ from ninja.errors import HttpError, ValidationError
 from pydantic import BaseModel, ConfigDict, field_serializer
 from pydantic import ValidationError as PydanticValidationError
 
+from accounts.access import Access
+from accounts.roles import ADD_TRACES, VIEW_TRACES
 from traces import selectors, services
 from traces.models import Trace
 from traces.schemas import (
@@ -37,7 +39,7 @@ from tunix_registry.pagination import PaginationOut, check_page, page_of
 from tunix_registry.schemas import ErrorOut
 from tunix_registry.timestamps import utc_iso
 
-router = Router(tags=["traces"])
+router = Router(tags=["traces"], auth=Access(VIEW_TRACES))
 
 
 class TraceCreateOut(Schema):
@@ -155,6 +157,7 @@ _BATCH_BODY = {
     "",
     response={201: TraceCreateOut, 400: ErrorOut, 413: ErrorOut},
     summary="Create a trace",
+    auth=Access(ADD_TRACES),
     openapi_extra=_TRACE_BODY,
 )
 def trace_create(request: HttpRequest) -> Status[services.TraceCreated]:
@@ -170,6 +173,7 @@ def trace_create(request: HttpRequest) -> Status[services.TraceCreated]:
     "/batch",
     response={201: TraceBatchOut, 400: ErrorOut, 413: ErrorOut},
     summary="Create up to 1000 traces, all or nothing",
+    auth=Access(ADD_TRACES),
     openapi_extra=_BATCH_BODY,
 )
 def trace_create_batch(request: HttpRequest) -> Status[dict[str, Any]]:
@@ -250,6 +254,7 @@ def trace_detail(
     "/{trace_id}/score",
     response={201: ScoreOut, 404: ErrorOut},
     summary="Score a trace with the baseline scorer and record the score",
+    auth=Access(ADD_TRACES),
     openapi_extra={
         "requestBody": {
             "required": True,

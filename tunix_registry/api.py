@@ -31,6 +31,7 @@ from ninja import NinjaAPI, Schema, Status
 from ninja.errors import ValidationError, ValidationErrorContext
 from ninja.openapi.schema import OpenAPISchema
 
+from accounts.access import AccessDenied, access_denied_response
 from datasets.api import router as datasets_router
 from runs.api import router as runs_router
 from traces.api import router as traces_router
@@ -146,6 +147,11 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
         {"detail": f"Payload size exceeds maximum of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"},
         status=413,
     )
+
+
+@api.exception_handler(AccessDenied)
+def _access_denied(request: HttpRequest, exc: AccessDenied) -> HttpResponse:
+    return access_denied_response(exc)
 
 
 @api.exception_handler(DatabaseError)

@@ -97,6 +97,7 @@ def env_choice(
     value = _raw(name, environ)
     if value is None:
         return default
-    if value.upper() in choices:
-        return value.upper()
+    for choice in choices:
+        if value.strip().lower() == choice.lower():
+            return choice
     raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -39,6 +39,7 @@ from tunix_registry.rendering import json_response
 
 API_PREFIX = "/api/"
 _READ_CHUNK = 64 * 1024
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,37 @@ class ApiMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if not is_api(request):
             return self.get_response(request)
-        response = self._read_body(request) or self.get_response(request)
+        response = (
+            self._media_type_refused(request)
+            or self._read_body(request)
+            or self.get_response(request)
+        )
         return self._as_json(response)
+
+    def _media_type_refused(self, request: HttpRequest) -> HttpResponse | None:
+        """A 415 unless a request that can change state sends JSON, or no body at all.
+
+        A web page on another site can send a form (urlencoded, multipart or
+        text/plain) to any address without asking first, but not JSON: refusing
+        everything else closes that path before authentication is even tried
+        (docs/decisions.md#accounts).
+        """
+        if request.method in _SAFE_METHODS:
+            return None
+        content_type = request.META.get("CONTENT_TYPE", "")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type == "application/json" or (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            return None
+        if not media_type:
+            length = (request.META.get("CONTENT_LENGTH") or "").strip()
+            chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+            if not chunked and length in ("", "0"):
+                return None
+        return json_response(
+            {"detail": "Unsupported media type: request bodies must be application/json"}, 415
+        )
 
     def _read_body(self, request: HttpRequest) -> HttpResponse | None:
         """Refuse an oversized body, or materialise a chunked one; None to go on."""

@@ -8,6 +8,7 @@ secret key unless one is supplied (or DEBUG is on).
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -57,18 +58,25 @@ INSTALLED_APPS = [
     "ninja",
     "django_tasks",
     "django_tasks_db",
+    # Content-Security-Policy and login limits (docs/decisions.md#security-headers,
+    # docs/decisions.md#login-limits).
+    "csp",
+    "axes",
     "tunix_registry",
+    "accounts",
     "traces",
     "datasets",
     "runs",
 ]
 
 # ApiMiddleware comes first: it bounds and reads request bodies for /api/
-# before anything else can, and turns any error there into JSON. The last three
-# are Django's own, skipped for /api/ (see tunix_registry/middleware.py).
+# before anything else can, and turns any error there into JSON. The messages,
+# X-Frame-Options and htmx ones are Django's own, skipped for /api/ (see
+# tunix_registry/middleware.py).
 MIDDLEWARE = [
     "tunix_registry.middleware.ApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # ETags of bodies marked for revalidation, and their 304s (tunix_registry/http_cache.py).
     "django.middleware.http.ConditionalGetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -76,9 +84,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Pages need a signed-in user; /api/ and /metrics answer 401 themselves.
+    "accounts.middleware.LoginRequiredOutsideApiMiddleware",
     "tunix_registry.middleware.MessageOutsideApiMiddleware",
     "tunix_registry.middleware.XFrameOptionsOutsideApiMiddleware",
     "tunix_registry.middleware.HtmxOutsideApiMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tunix_registry.urls"
@@ -173,14 +185,91 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-LOGIN_URL = "admin:login"
+# --- Accounts and access (docs/decisions.md#accounts) -------------------------
+# django-axes' backend first: it refuses a locked-out login before any password
+# is checked (docs/decisions.md#login-limits).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.RoleBackend"]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "runs:home"
+LOGOUT_REDIRECT_URL = "accounts:login"
+# What a request without credentials may do on the API: nothing (`none`), read
+# (`read`), or everything a launcher may (`write`, as the original allowed).
+TUNIX_ANONYMOUS_ACCESS = env_choice("TUNIX_ANONYMOUS_ACCESS", "none", ("none", "read", "write"))
+# How often a token's last-used time is written (at most once per this many seconds).
+TUNIX_TOKEN_TOUCH_SECONDS = env_int("TUNIX_TOKEN_TOUCH_SECONDS", 60, minimum=0, maximum=86400)
 
 # --- Security -------------------------------------------------------------
+# HTTPS is off by default so that a checkout answers on plain HTTP; the
+# production set (docs/operations.md#https-settings) passes `check --deploy`.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# A load balancer's health check may probe over plain HTTP: it is not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Trust `X-Forwarded-Proto: https` as "this request came over HTTPS". Safe only
+# behind a proxy that sets the header itself on every request (the shipped
+# nginx configuration does); anyone reaching the server directly could send it.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False)
+    else None
+)
+USE_X_FORWARDED_HOST = env_bool("DJANGO_USE_X_FORWARDED_HOST", False)
+# How many proxies in front of the server append to X-Forwarded-For; the login
+# limits count the address that the outermost one saw (docs/decisions.md#login-limits).
+# 0 (the default without DJANGO_SECURE_PROXY_SSL_HEADER) trusts no such header.
+TUNIX_TRUSTED_PROXY_COUNT = env_int(
+    "TUNIX_TRUSTED_PROXY_COUNT", 1 if SECURE_PROXY_SSL_HEADER else 0, minimum=0, maximum=10
+)
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
+# Pages take the CSRF token from the template (templates/base.html, the admin,
+# the API docs), never from the cookie, so scripts need not read it.
+CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# security.W002 looks for Django's XFrameOptionsMiddleware by name; the pages get
+# the header from its subclass XFrameOptionsOutsideApiMiddleware (and the CSP's
+# frame-ancestors 'none' says the same), which tunix_registry/tests/test_security_headers.py
+# checks on the pages instead.
+SILENCED_SYSTEM_CHECKS = ["security.W002"]
+
+# Content-Security-Policy on every response (django-csp): only our own scripts,
+# styles, images and fetches; no inline script or style, no eval, no framing
+# (docs/decisions.md#security-headers).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    }
+}
+
+# Login attempts (django-axes, docs/decisions.md#login-limits): after
+# TUNIX_LOGIN_FAILURE_LIMIT failures for one username, or from one address,
+# logins for it are refused for TUNIX_LOGIN_COOLOFF_MINUTES.
+AXES_FAILURE_LIMIT = env_int("TUNIX_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("TUNIX_LOGIN_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_CLIENT_IP_CALLABLE = "tunix_registry.client_ip.client_ip"
+AXES_LOCKOUT_TEMPLATE = "accounts/lockout.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# Lock-outs are still logged (warnings); not the start-up banner of every command.
+AXES_VERBOSE = False
 
 # --- Traces ----------------------------------------------------------------
 TRACE_MAX_BYTES = env_int("TRACE_MAX_BYTES", 1_048_576, minimum=1024, maximum=10_485_760)
@@ -216,6 +305,13 @@ TUNIX_RUN_DB_LOCK_TIMEOUT_MS = env_int(
 # Absolute directories, besides DATA_DIR/outputs, where a run may write checkpoints.
 TUNIX_OUTPUT_ROOTS = [
     Path(p).expanduser().resolve() for p in env_list("TUNIX_OUTPUT_ROOTS", [], sep=":")
+]
+
+# Directories a local run may load a checkpoint from (`model_id` given as a
+# path must lie under one of them).
+TUNIX_MODEL_ROOTS = [
+    Path(p).expanduser().resolve()
+    for p in env_list("TUNIX_MODEL_ROOTS", [str(DATA_DIR / "models")], sep=":")
 ]
 
 # --- Workers ---------------------------------------------------------------

@@ -7,6 +7,7 @@ from tunix_registry.api import api
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("accounts/", include("accounts.urls")),
     # Prometheus scrape target (docs/decisions.md#metrics-endpoint).
     path("metrics", metrics, name="metrics"),
     path("traces/", include("traces.urls")),
