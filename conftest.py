@@ -135,10 +135,31 @@ def browser() -> Iterator[Browser]:
         instance.close()
 
 
+BROWSER_PASSWORD = "correct horse battery staple"
+
+
+def sign_in(page: Page, username: str, password: str = BROWSER_PASSWORD) -> None:
+    """Sign in through the login page, as a person would."""
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+
 @pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+def anon_page(browser: Browser, live_server: Any) -> Iterator[Page]:
+    """A browser page on the live server, signed in as nobody."""
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(anon_page: Page, user_factory: Callable[..., Any]) -> Page:
+    """A browser page on the live server, signed in as a launcher through the login page."""
+    user = user_factory("launcher", username="browser-launcher")
+    sign_in(anon_page, user.username)
+    return anon_page
