@@ -70,12 +70,17 @@ def anonymous_permissions() -> frozenset[str]:
     return frozenset()
 
 
-def identify(request: HttpRequest) -> Any:
-    """The user making `request` (AnonymousUser when nobody); AccessDenied(401) if unusable."""
+def identify(request: HttpRequest, permission: str | None = None) -> Any:
+    """The user making `request` (AnonymousUser when nobody); AccessDenied(401) if unusable.
+
+    With `permission`, a bearer token's lookup also answers whether its user holds it.
+    """
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
-        user = token_user(secret.strip()) if scheme.lower() == "bearer" else None
+        user = None
+        if scheme.lower() == "bearer":
+            user = token_user(secret.strip(), permission=permission)
         if user is None:
             raise AccessDenied(401, "Invalid or revoked token")
         return user
@@ -89,7 +94,7 @@ def identify(request: HttpRequest) -> Any:
 
 def require(request: HttpRequest, permission: str) -> Any:
     """The user making `request` if they hold `permission`; else AccessDenied (401 or 403)."""
-    user = identify(request)
+    user = identify(request, permission)
     if user.is_authenticated:
         if not user.has_perm(permission):
             raise AccessDenied(403, "Permission denied")

@@ -10,8 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import ApiToken
@@ -59,25 +60,39 @@ def token_revoke(token: ApiToken) -> bool:
     return bool(changed)
 
 
-def token_user(secret: str) -> Any | None:
+def token_user(secret: str, *, permission: str | None = None) -> Any | None:
     """The active user a live token belongs to, or None; notes when the token was used.
 
-    One indexed lookup by digest (the user joined in); the last-used time is
-    written at most once per TUNIX_TOKEN_TOUCH_SECONDS, so that reads stay reads.
+    One indexed lookup by digest, the user joined in; with `permission`, the
+    same query also answers whether the user holds it (through a group or
+    directly), and the answer is kept on the user, so that `has_perm` of that
+    permission asks nothing more (accounts.backends.RoleBackend). The
+    last-used time is written at most once per TUNIX_TOKEN_TOUCH_SECONDS, so
+    that reads stay reads.
     """
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(digest=token_digest(secret), revoked_at__isnull=True)
-        .first()
+    tokens = ApiToken.objects.select_related("user").filter(
+        digest=token_digest(secret), revoked_at__isnull=True
     )
+    if permission is not None:
+        app_label, codename = permission.split(".", 1)
+        held = Permission.objects.filter(
+            Q(user=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")),
+            content_type__app_label=app_label,
+            codename=codename,
+        )
+        tokens = tokens.annotate(holds_permission=Exists(held))
+    token = tokens.first()
     if token is None or not token.user.is_active:
         return None
+    user = token.user
+    if permission is not None:
+        user._known_permissions = {permission: token.holds_permission}  # type: ignore[attr-defined]
     now = timezone.now()
     touch = timedelta(seconds=settings.TUNIX_TOKEN_TOUCH_SECONDS)
     if token.last_used_at is None or now - token.last_used_at >= touch:
         ApiToken.objects.filter(pk=token.pk).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - touch)
         ).update(last_used_at=now)
-    return token.user
+    return user
