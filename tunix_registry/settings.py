@@ -226,8 +226,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE
-# Pages take the CSRF token from the template (templates/base.html, the admin,
-# the API docs), never from the cookie, so scripts need not read it.
+# Pages and htmx take the CSRF token from the page (templates/base.html, the
+# admin's forms), never from the cookie, so no script needs to read it.
 CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -361,5 +361,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # django-axes logs every sign-in at INFO; its lock-outs are warnings.
+        "axes": {"level": "WARNING"},
     },
 }
