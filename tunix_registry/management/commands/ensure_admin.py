@@ -8,6 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.roles import ADMIN, assign_role
+
 
 class Command(BaseCommand):
     help = "Create a superuser once; the password comes from DJANGO_SUPERUSER_PASSWORD."
@@ -25,5 +27,6 @@ class Command(BaseCommand):
         if user_model.objects.filter(username=username).exists():
             self.stdout.write(f"admin account '{username}' already exists")
             return
-        user_model.objects.create_superuser(username, options["email"], password)
+        user = user_model.objects.create_superuser(username, options["email"], password)
+        assign_role(user, ADMIN)
         self.stdout.write(self.style.SUCCESS(f"created admin account '{username}'"))
