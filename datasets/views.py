@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.middleware import HtmxDetails
 
+from accounts.decorators import action_permission
+from accounts.roles import BUILD_DATASETS
 from datasets import selectors, services
 from datasets.exports import FORMATS
 from datasets.forms import FILTER_HELP, DatasetBuildForm, PageForm
@@ -44,6 +46,7 @@ def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@action_permission(BUILD_DATASETS)
 def dataset_build(request: HtmxHttpRequest) -> HttpResponse:
     result: Dataset | None = None
     if request.method == "POST":

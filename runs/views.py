@@ -38,6 +38,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from accounts.decorators import action_permission, write_permission
+from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS
 from datasets.selectors import dataset_list
 from runs.execution import run_execute
 from runs.forms import HistoryFilterForm, LaunchForm, LiveCursorForm
@@ -94,8 +96,10 @@ class HtmxHttpRequest(HttpRequest):
 
 
 @require_http_methods(["GET", "POST"])
+@write_permission(LAUNCH_RUNS)
 def home(request: HtmxHttpRequest) -> HttpResponse:
-    """GET: the panel (launch form, runtime status, run history). POST: launch a run."""
+    """GET: the panel (launch form, runtime status, run history). POST: launch a run
+    (launchers only; others see the history without the form)."""
     if request.method == "POST":
         return _launch(request)
     initial, prefill_notice = _prefill(request.GET.get("from"))
@@ -373,6 +377,7 @@ def _safe_next(request: HttpRequest, candidate: str | None) -> str | None:
 
 
 @require_http_methods(["GET", "POST"])
+@action_permission(CANCEL_RUNS)
 def run_cancel_view(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
     """GET: the confirmation page (for browsers without JavaScript). POST: cancel the run.
 

@@ -17,6 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.decorators import action_permission
+from accounts.roles import ADD_TRACES
 from traces import selectors, services
 from traces.forms import CompareForm, PageForm, TraceUploadForm
 from traces.models import Trace
@@ -67,6 +69,7 @@ def trace_detail(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
 
 
 @require_POST
+@action_permission(ADD_TRACES)
 def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
     try:
         score = services.trace_score(trace_id=trace_id)
@@ -80,6 +83,7 @@ def trace_score(request: HttpRequest, trace_id: uuid.UUID) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@action_permission(ADD_TRACES)
 def trace_upload(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {}
     if request.method == "POST":

@@ -32,7 +32,8 @@ def test_get_shows_a_confirmation_form_and_changes_nothing(client: Client) -> No
     assert response.status_code == 200
     html = response.content.decode()
     assert f'Cancel run <span class="mono runs-wrap">{run.run_id}</span>?' in html
-    form = html.split('<form method="post"')[1].split("</form>")[0]
+    confirm = html.split('data-testid="cancel:confirm"')[1]
+    form = confirm.split('<form method="post"')[1].split("</form>")[0]
     assert f'action="/runs/{run.run_id}/cancel/"' in form
     assert 'name="csrfmiddlewaretoken"' in form
     assert 'data-testid="cancel:submit"' in form

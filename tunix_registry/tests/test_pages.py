@@ -14,11 +14,14 @@ def test_home_has_navigation_and_htmx(client: Client, db: None) -> None:
         ("Runs", "/"),
         ("Datasets", "/datasets/"),
         ("Traces", "/traces/"),
-        ("Admin", "/admin/"),
         ("API docs", "/api/docs"),
+        ("launcher", "/accounts/"),
     ]:
         assert f'href="{href}"' in html
         assert label in html
+    # The admin link is for staff only (accounts/tests/test_pages.py).
+    assert 'href="/admin/"' not in html
+    assert 'action="/accounts/logout/"' in html
     assert "django_htmx/htmx-2.min.js" in html
     assert "X-CSRFToken" in html
 
