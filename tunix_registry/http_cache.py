@@ -9,7 +9,7 @@ Two kinds of read, two rules:
   exists=...)` returns a 304 when `If-None-Match` names that ETag and the
   resource still exists (the only query: an existence check on the primary
   key, since a trace can be deleted); otherwise the handler reads as usual and
-  `mark_immutable(response, etag)` puts the ETag and a long-lived
+  `mark_immutable(response, etag)` puts the ETag and a long-lived, private
   `Cache-Control` on ninja's response.
 - **Permanent resources** (a finished run: immutable and never deleted,
   docs/decisions.md#no-delete-patch-retry) get `permanent_etag(...)`, their
@@ -77,9 +77,14 @@ def _matches(request: HttpRequest, etag: str) -> bool:
 
 
 def mark_immutable(response: HttpResponseBase, etag: str) -> None:
-    """The ETag and Cache-Control of a representation that never changes."""
+    """The ETag and Cache-Control of a representation that never changes.
+
+    `private`: the answer went to a client that authenticated, so only that
+    client's own cache may keep it, never a shared one (a proxy or CDN would
+    otherwise hand it to anyone: docs/decisions.md#accounts).
+    """
     response.headers["ETag"] = etag
-    patch_cache_control(response, public=True, max_age=IMMUTABLE_MAX_AGE, immutable=True)
+    patch_cache_control(response, private=True, max_age=IMMUTABLE_MAX_AGE, immutable=True)
 
 
 def mark_revalidate(response: HttpResponseBase) -> None:

@@ -70,7 +70,8 @@ def test_mark_immutable_sets_the_validator_and_a_long_lifetime() -> None:
     response = HttpResponse("x")
     mark_immutable(response, strong_etag("dataset", "k"))
     assert response.headers["ETag"] == strong_etag("dataset", "k")
-    assert "public" in response.headers["Cache-Control"]
+    assert "private" in response.headers["Cache-Control"]
+    assert "public" not in response.headers["Cache-Control"]
 
 
 def test_revalidated_responses_get_a_body_etag_and_a_304_from_conditional_get() -> None:
