@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
-#   1. ruff (lint + format check) and mypy
+#   1. ruff (lint + format check) and mypy; nginx installed for the front's tests
 #   2. pytest with coverage on SQLite
 #   3. the same pytest suite on a throwaway PostgreSQL cluster, then the API
 #      fuzzer (scripts/fuzz.sh: schemathesis against gunicorn on that cluster)
@@ -35,6 +35,13 @@ $bin/ruff format --check .
 
 step "mypy"
 $bin/mypy .
+
+step "nginx (for the front's tests, tunix_registry/tests/test_nginx_front.py)"
+if NGINX_PATH="$(scripts/ensure-nginx.sh)"; then
+  export NGINX_PATH
+else
+  skip "the nginx front tests (nginx unavailable)"
+fi
 
 step "pytest on SQLite (with coverage)"
 $bin/coverage erase
