@@ -25,11 +25,12 @@ def post(client: Client, body: bytes | str | Any, **extra: Any) -> Any:
 def post_chunked(client: Client, body: bytes) -> Any:
     """What Django sees behind gunicorn for `Transfer-Encoding: chunked`: no Content-Length."""
     extra: dict[str, Any] = {"wsgi.input": io.BytesIO(body)}
+    # With no data the test client sets no Content-Type of its own: the body is JSON.
     return client.generic(
         "POST",
         URL,
         b"",
-        content_type="application/json",
+        CONTENT_TYPE="application/json",
         CONTENT_LENGTH="",
         HTTP_TRANSFER_ENCODING="chunked",
         **extra,

@@ -20,7 +20,12 @@ from tunix_registry.tests.servers import serve_gunicorn, server_env
 
 @pytest.fixture(scope="module")
 def gunicorn_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    env = server_env(tmp_path_factory.mktemp("gunicorn-data"), TRACE_MAX_BYTES="2048")
+    # These tests are about reading a chunked body, not about access: anyone may write.
+    env = server_env(
+        tmp_path_factory.mktemp("gunicorn-data"),
+        TRACE_MAX_BYTES="2048",
+        TUNIX_ANONYMOUS_ACCESS="write",
+    )
     with serve_gunicorn(env) as served:
         yield served.port
 
