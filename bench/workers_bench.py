@@ -517,13 +517,14 @@ def section_drain(key: str) -> None:
     from runs.models import RunEvent, TunixRun
     from runs.schemas import TunixRunRequest
     from runs.services import run_enqueue
+    from tunix_registry.actors import COMMAND
 
     say(f"\n## 5. Drain: {DRAIN_RUNS:,} queued dry-runs, {DRAIN_WORKERS} workers "
         f"(load average {load()})\n")  # fmt: skip
     clear_runs()
     request = TunixRunRequest(dataset_key=key, model_id="tiny-qwen3")
     t = time.perf_counter()
-    ids = {run_enqueue(request=request).run_id for _ in range(DRAIN_RUNS)}
+    ids = {run_enqueue(request=request, actor=COMMAND).run_id for _ in range(DRAIN_RUNS)}
     say(f"queued {len(ids):,} runs in {time.perf_counter() - t:.1f} s")
     connection.close()
     spawned = time.perf_counter()

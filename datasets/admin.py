@@ -19,8 +19,17 @@ else:  # ModelAdmin is generic only for the type checker
 
 @admin.register(Dataset)
 class DatasetAdmin(ReadOnlyAdminMixin, _ModelAdmin):
-    list_display = ("key", "name", "version", "trace_count", "selection_strategy", "created_at")
-    list_filter = ("selection_strategy",)
+    list_display = (
+        "key",
+        "name",
+        "version",
+        "trace_count",
+        "selection_strategy",
+        "created_at",
+        "created_by",
+    )
+    list_filter = ("selection_strategy", "created_by")
+    list_select_related = ("created_by",)
     search_fields = ("key", "name", "session_id", "training_run_id")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
@@ -30,6 +39,7 @@ class DatasetAdmin(ReadOnlyAdminMixin, _ModelAdmin):
         "version",
         "build_id",
         "created_at",
+        "created_by",
         "filters",
         "selection_strategy",
         "seed",

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
-from accounts.access import Access
+from accounts.access import Access, acting_user
 from accounts.roles import BUILD_DATASETS, VIEW_DATASETS
 from datasets import selectors, services
 from datasets.exports import FORMATS
@@ -114,10 +114,16 @@ class DatasetSummaryOut(Schema):
     selection_strategy: str
     seed: int | None
     trace_count: int
+    # Additive: the builder's username (null: anonymous, or built before the field).
+    created_by: str | None = None
 
     @staticmethod
     def resolve_dataset_key(obj: Dataset) -> str:
         return obj.key
+
+    @staticmethod
+    def resolve_created_by(obj: Dataset) -> str | None:
+        return obj.created_by_name
 
     @staticmethod
     def resolve_dataset_name(obj: Dataset) -> str:
@@ -161,6 +167,9 @@ class DatasetManifestOut(Schema):
     session_id: str | None
     parent_dataset_id: str | None
     training_run_id: str | None
+    # Additive: the builder's username (null: anonymous, or built before the
+    # field). Not in manifest.json, which describes the data alone.
+    created_by: str | None = None
 
 
 def _valid_key(key: str) -> str:
@@ -195,6 +204,7 @@ def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]
             session_id=body.session_id,
             parent_dataset_id=body.parent_dataset_id,
             training_run_id=body.training_run_id,
+            created_by=acting_user(request),
         )
     except services.DatasetAlreadyExists as exc:
         raise HttpError(409, str(exc)) from None
@@ -259,6 +269,7 @@ def dataset_manifest(
     unchanged = not_modified(request, etag, exists=lambda: True)
     if unchanged is not None:
         return unchanged
-    manifest = selectors.dataset_manifest(dataset=_existing(key))
+    dataset = _existing(key)
+    manifest = selectors.dataset_manifest(dataset=dataset)
     mark_immutable(response, etag)
-    return manifest
+    return {**manifest, "created_by": dataset.created_by_name}

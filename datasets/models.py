@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 from traces.models import Trace
+from tunix_registry.actors import username_of
 
 
 class SelectionStrategy(models.TextChoices):
@@ -44,6 +46,16 @@ class Dataset(models.Model):
     session_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     parent_dataset_id = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001
     training_run_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    # Who built it: null for an anonymous client and for datasets older than the
+    # column; PROTECT: such a user is deactivated, not deleted
+    # (docs/decisions.md#who-did-what).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="created_datasets",
+    )
 
     class Meta:
         indexes = [
@@ -53,6 +65,11 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def created_by_name(self) -> str | None:
+        """The builder's username (None: anonymous or unknown)."""
+        return username_of(self, "created_by")
 
 
 class DatasetMember(models.Model):

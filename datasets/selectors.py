@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 
 from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
@@ -41,10 +41,15 @@ def trace_export_rows(queryset: QuerySet[Trace]) -> Iterator[ExportRow]:
         yield export_row(*row)
 
 
+def _with_creator(qs: QuerySet[Dataset]) -> QuerySet[Dataset]:
+    """Datasets with their builder's username (`created_by_name`) joined in."""
+    return qs.annotate(created_by_username=F("created_by__username"))
+
+
 def dataset_get(*, key: str) -> Dataset | None:
     """The dataset with this key, or None. Raises InvalidDatasetKey for an invalid key."""
     dataset_key_validate(key)
-    return Dataset.objects.filter(key=key).first()
+    return _with_creator(Dataset.objects.filter(key=key)).first()
 
 
 def dataset_build_id(*, key: str) -> uuid.UUID | None:
@@ -61,7 +66,7 @@ def dataset_build_id(*, key: str) -> uuid.UUID | None:
 def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
     """`limit` datasets from `offset`, newest first (created_at, then id)."""
     return list(
-        Dataset.objects.order_by("-created_at", "-id").defer("filters", "stats")[
+        _with_creator(Dataset.objects.order_by("-created_at", "-id")).defer("filters", "stats")[
             offset : offset + limit
         ]
     )

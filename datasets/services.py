@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, NotSupportedError, connection, transaction
@@ -26,6 +26,9 @@ from datasets.selectors import (
     trace_export_rows,
 )
 from traces.models import Trace
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 LIMIT_MAX = 10_000
 NAME_MAX = 128
@@ -332,8 +335,12 @@ def dataset_build(
     session_id: str | None = None,
     parent_dataset_id: str | None = None,
     training_run_id: str | None = None,
+    created_by: User | None = None,
 ) -> Dataset:
     """Select traces, store the dataset and its ordered members, write its manifest.json.
+
+    The dataset is credited to `created_by` (None: anonymous, or a command
+    without `--as`; docs/decisions.md#who-did-what).
 
     Raises ValueError (message names the field; SEED_REQUIRED for a random build
     without a seed), InvalidDatasetKey, or DatasetAlreadyExists (nothing changes).
@@ -372,6 +379,7 @@ def dataset_build(
                 session_id=session_id,
                 parent_dataset_id=parent_dataset_id,
                 training_run_id=training_run_id,
+                created_by=created_by,
             )
             _members_insert(dataset, selected)
     except IntegrityError:

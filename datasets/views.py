@@ -19,6 +19,7 @@ from datasets.exports import FORMATS
 from datasets.forms import FILTER_HELP, DatasetBuildForm, PageForm
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.models import Dataset
+from tunix_registry.actors import user_or_none
 
 PAGE_SIZE = 20
 
@@ -61,6 +62,7 @@ def dataset_build(request: HtmxHttpRequest) -> HttpResponse:
                     limit=data["limit"],
                     selection_strategy=data["selection_strategy"],
                     seed=data["seed"],
+                    created_by=user_or_none(request.user),
                 )
             except InvalidDatasetKey as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, str(exc))

@@ -55,7 +55,7 @@ class DatasetKeyFilter(admin.SimpleListFilter):
 
 class RunEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RunEvent
-    fields = ("created_at", "from_status", "to_status", "reason")
+    fields = ("created_at", "from_status", "to_status", "reason", "actor")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -74,16 +74,32 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "duration_seconds",
         "metrics_count",
+        "launched_by",
     )
-    list_filter = ("status", "mode", DatasetKeyFilter)
-    search_fields = ("=run_id", "dataset_key")
+    list_filter = ("status", "mode", DatasetKeyFilter, "launched_by")
+    # The launcher's username in the changelist's one query, not a query per row.
+    list_select_related = ("launched_by",)
+    search_fields = ("=run_id", "dataset_key", "=launched_by__username")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-run_id")
     list_per_page = 50
     show_full_result_count = False
     inlines = (RunEventInline,)
     fieldsets = (
-        (None, {"fields": ("run_id", "status", "mode", "dataset_key", "model_id", "message")}),
+        (
+            None,
+            {
+                "fields": (
+                    "run_id",
+                    "status",
+                    "mode",
+                    "dataset_key",
+                    "model_id",
+                    "message",
+                    "launched_by",
+                )
+            },
+        ),
         (
             "Timing",
             {"fields": ("created_at", "started_at", "completed_at", "duration_seconds")},

@@ -28,7 +28,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError, ValidationError
 
-from accounts.access import Access
+from accounts.access import Access, acting_user
 from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS, VIEW_DATASETS, VIEW_RUNS
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.selectors import dataset_export_lines, dataset_get, traces_export_lines
@@ -51,6 +51,7 @@ from runs.schemas import (
     TunixRunResponse,
     TunixStatusResponse,
 )
+from tunix_registry.actors import Actor
 from tunix_registry.fields import PageLimit, PageOffset, Text
 from tunix_registry.http_cache import (
     mark_immutable,
@@ -83,6 +84,8 @@ class RunListQuery(Schema):
     status: Text | None = Field(None, max_length=64)
     dataset_key: Text | None = Field(None, max_length=256)
     mode: Text | None = Field(None, max_length=64)
+    # Additive: runs launched by this username (an unknown one matches nothing).
+    launched_by: Text | None = Field(None, max_length=150)
     cursor: Text | None = Field(None, max_length=512)
 
 
@@ -176,9 +179,10 @@ def tunix_run(
     request: HttpRequest, body: TunixRunRequest, query: Query[RunLaunchQuery]
 ) -> TunixRun:
     try:
+        actor = Actor.of(acting_user(request))
         if query.mode == "async":
-            return services.run_enqueue(request=body, queue=body.queue)
-        return execution.run_execute(started=services.run_start(request=body))
+            return services.run_enqueue(request=body, actor=actor, queue=body.queue)
+        return execution.run_execute(started=services.run_start(request=body, actor=actor))
     except services.TunixRuntimeUnavailable as exc:
         raise HttpError(501, str(exc)) from None
     except services.InvalidRunRequest as exc:
@@ -201,6 +205,7 @@ def run_list(
             status=query.status,
             dataset_key=query.dataset_key,
             mode=query.mode,
+            launched_by=query.launched_by,
             limit=query.limit,
             offset=query.offset,
             cursor=query.cursor,
@@ -298,7 +303,7 @@ def run_status(request: HttpRequest, response: HttpResponse, run_id: uuid.UUID) 
 )
 def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
     try:
-        status = services.run_cancel(run_id=run_id)
+        status = services.run_cancel(run_id=run_id, actor=Actor.of(acting_user(request)))
     except services.RunNotFound:
         raise _run_not_found(run_id) from None
     except services.RunAlreadyFinished as exc:

@@ -112,7 +112,7 @@ def _stopped_outcome(started: StartedRun) -> RunOutcome:
 
 def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:
     if started.recorded:
-        _finish(started.run, outcome, reason)
+        _finish(started, outcome, reason)
     for name, value in outcome_fields(started_at=started.run.started_at, outcome=outcome).items():
         setattr(started.run, name, value)
 
@@ -122,11 +122,11 @@ def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:
 FINISH_RETRY_PAUSES = (0.5, 1.0, 2.0)
 
 
-def _finish(run: TunixRun, outcome: RunOutcome, reason: str) -> None:
-    """run_finish, tried again a few times while the database is unavailable."""
-    run_id = run.run_id
+def _finish(started: StartedRun, outcome: RunOutcome, reason: str) -> None:
+    """run_finish by the run's executor, tried again while the database is unavailable."""
+    run, run_id = started.run, started.run.run_id
     for attempt, pause in enumerate((*FINISH_RETRY_PAUSES, None)):
-        if run_finish(run=run, outcome=outcome, reason=reason):
+        if run_finish(run=run, outcome=outcome, reason=reason, actor=started.actor):
             if attempt:
                 pending_outcome_discard(run_id=run_id)
             return

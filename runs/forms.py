@@ -112,7 +112,10 @@ class LaunchForm(forms.Form):
         required=False,
         label="Model id",
         initial=DEFAULT_MODEL_ID,
-        help_text="A hub id or checkpoint directory; tiny-qwen3 trains on a CPU in seconds.",
+        help_text=(
+            "A hub id, or a checkpoint directory in the model roots; "
+            "tiny-qwen3 trains on a CPU in seconds."
+        ),
         widget=forms.TextInput(attrs=_text_attrs("model_id")),
     )
     output_dir = forms.CharField(
@@ -235,6 +238,12 @@ class HistoryFilterForm(forms.Form):
             attrs={"placeholder": "any", "autocomplete": "off", "list": "dataset-keys"}
         ),
     )
+    launched_by = forms.CharField(
+        required=False,
+        max_length=150,
+        label="Launched by",
+        widget=forms.TextInput(attrs={"placeholder": "anyone", "autocomplete": "off"}),
+    )
     limit = forms.IntegerField(
         required=False, min_value=1, max_value=MAX_LIMIT, widget=forms.HiddenInput
     )
@@ -242,7 +251,7 @@ class HistoryFilterForm(forms.Form):
         required=False, min_value=0, max_value=MAX_OFFSET, widget=forms.HiddenInput
     )
 
-    FILTERS = ("status", "mode", "dataset_key")
+    FILTERS = ("status", "mode", "dataset_key", "launched_by")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The launch form on the same page has a dataset_key too: distinct element ids.

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from tunix_registry.actors import ACTOR_MAX_LENGTH, username_of
 
 
 class RunStatus(models.TextChoices):
@@ -101,6 +104,17 @@ class TunixRun(models.Model):
     best_eval_loss = models.FloatField(null=True, blank=True)
     # Mean tokens/second over the logged steps.
     tokens_per_second = models.FloatField(null=True, blank=True)
+    # Who launched it: null for an anonymous client and for runs older than the
+    # column. PROTECT: a user who launched a run is deactivated, never deleted
+    # (docs/decisions.md#who-did-what). Indexed by run_list_launcher_idx.
+    launched_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="launched_runs",
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["-created_at", "-run_id"]
@@ -124,6 +138,11 @@ class TunixRun(models.Model):
             _list_index("dataset_key", "mode", name="run_list_dataset_mode_idx"),
             # The list filtered by all three.
             _list_index("dataset_key", "status", "mode", name="run_list_all_idx"),
+            # The list filtered by launcher (`?launched_by=`); also the PROTECT check
+            # when a user is deleted.
+            _list_index("launched_by", name="run_list_launcher_idx"),
+            # The list filtered by launcher + status ("my failed runs").
+            _list_index("launched_by", "status", name="run_list_launcher_status_idx"),
             # The reaper and the live views: only the few active runs, never the whole table.
             models.Index(
                 fields=["status", "heartbeat_at"],
@@ -140,6 +159,11 @@ class TunixRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} ({self.mode}, {self.status})"
+
+    @property
+    def launched_by_name(self) -> str | None:
+        """The launcher's username (None: anonymous or unknown); see tunix_registry.actors."""
+        return username_of(self, "launched_by")
 
     @property
     def is_terminal(self) -> bool:
@@ -168,6 +192,10 @@ class RunEvent(models.Model):
     )
     to_status = models.CharField(max_length=16, choices=RunStatus.choices)
     reason = models.TextField()
+    # Who wrote it, as text that stays readable whatever becomes of a user:
+    # `user:<name>`, `worker:<id>@<host>`, `reaper`, `command`, `anonymous`
+    # ("" for events older than the column; docs/decisions.md#who-did-what).
+    actor = models.CharField(max_length=ACTOR_MAX_LENGTH, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -99,6 +99,9 @@ class TunixRunResponse(Schema):
     queue: str = ""
     worker_id: str = ""
     heartbeat_at: RunMoment | None = None
+    # Additive: the username of who launched the run (null: an anonymous client,
+    # or a run older than the field; docs/decisions.md#who-did-what).
+    launched_by: str | None = Field(None, validation_alias=AliasChoices("launched_by_name"))
 
 
 class TunixRunListItem(Schema):
@@ -109,6 +112,8 @@ class TunixRunListItem(Schema):
     status: str
     started_at: RunMoment
     duration_seconds: float | None
+    # Additive: the launcher's username (null when none), as in the detail.
+    launched_by: str | None = Field(None, validation_alias=AliasChoices("launched_by_name"))
 
 
 class RunPaginationOut(PaginationOut):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from runs.models import (
@@ -61,11 +61,17 @@ def cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("cursor is not a valid page cursor") from None
 
 
+def _with_launcher(qs: QuerySet[TunixRun]) -> QuerySet[TunixRun]:
+    """Runs with their launcher's username (`launched_by_name`) joined in, not a query each."""
+    return qs.annotate(launched_by_username=F("launched_by__username"))
+
+
 def run_list(
     *,
     status: str | None = None,
     dataset_key: str | None = None,
     mode: str | None = None,
+    launched_by: str | None = None,
     limit: int = 20,
     offset: int = 0,
     cursor: str | None = None,
@@ -78,8 +84,9 @@ def run_list(
     `next_cursor`) the page starts right after that run whatever its depth, and
     `offset` is ignored (docs/decisions.md#pagination). Items are TunixRun
     instances with stdout, stderr and config deferred; `limit + 1` rows are read
-    to know whether more exist. Raises InvalidCursor for a cursor this server
-    did not issue.
+    to know whether more exist, each with its launcher's username joined in.
+    `launched_by` is a username (an unknown one matches nothing). Raises
+    InvalidCursor for a cursor this server did not issue.
     """
     qs = TunixRun.objects.all()
     if status:
@@ -88,6 +95,9 @@ def run_list(
         qs = qs.filter(dataset_key=dataset_key)
     if mode:
         qs = qs.filter(mode=mode)
+    if launched_by:
+        # One query: the user's row by its unique username, then the launcher index.
+        qs = qs.filter(launched_by__username=launched_by)
     if cursor:
         created_at, run_id = cursor_decode(cursor)
         # `created_at <= X` bounds the index scan; the exclusion drops X's own
@@ -101,10 +111,12 @@ def run_list(
         # The ids of the page first (the list indexes alone serve that skip), then
         # only those rows, in the same order.
         ids = qs.values_list("run_id", flat=True)[offset : offset + limit + 1]
-        rows = list(TunixRun.objects.filter(run_id__in=list(ids)).defer(*LIST_DEFERRED))
+        rows = list(
+            _with_launcher(TunixRun.objects.filter(run_id__in=list(ids))).defer(*LIST_DEFERRED)
+        )
         rows.sort(key=lambda run: (run.created_at, run.run_id), reverse=True)
     else:
-        rows = list(qs.defer(*LIST_DEFERRED)[offset : offset + limit + 1])
+        rows = list(_with_launcher(qs).defer(*LIST_DEFERRED)[offset : offset + limit + 1])
     has_more = len(rows) > limit
     items = rows[:limit]
     return RunPage(
@@ -119,8 +131,8 @@ def run_list(
 
 
 def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
-    """One run, all columns, or None (the API's detail, the run page, the commands)."""
-    return TunixRun.objects.filter(pk=run_id).first()
+    """One run, all columns, its launcher's username; or None (API detail, run page, commands)."""
+    return _with_launcher(TunixRun.objects.filter(pk=run_id)).first()
 
 
 def run_finished_exists(*, run_id: uuid.UUID) -> bool:

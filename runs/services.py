@@ -61,6 +61,7 @@ from runs.processes import host_name, orphans_kill, process_alive, process_finge
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE, tunix_runtime_available
 from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory, run_log_text
+from tunix_registry.actors import REAPER, Actor
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +139,14 @@ class StartedRun:
     `runs.execution.run_execute` takes one. `recorded` is False when the database
     could not store the row: the run is still executed and its outcome returned to
     the caller, but there is no row to write its trainer or its outcome to.
+    `actor` executes it and is named on its last event (the launcher of a
+    synchronous run, the worker that claimed a queued one).
     """
 
     run: TunixRun
     directory: Path
     recorded: bool
+    actor: Actor
 
 
 def db_lock_wait_limit() -> None:
@@ -186,8 +190,11 @@ def _supervised_by_this_process(run: TunixRun, now: datetime) -> None:
     run.heartbeat_at = now
 
 
-def _new_run(request: TunixRunRequest, *, mode: str, status: str) -> TunixRun:
-    """An unsaved run for a checked launch request (InvalidRunRequest if it is not)."""
+def _new_run(request: TunixRunRequest, *, mode: str, status: str, actor: Actor) -> TunixRun:
+    """An unsaved run for a checked launch request (InvalidRunRequest if it is not).
+
+    Launched by `actor.user` (None: anonymous, or a command without `--as`).
+    """
     run_id = uuid.uuid4()
     output_dir = _checked_output_dir(request, run_id)
     now = timezone.now()
@@ -201,22 +208,23 @@ def _new_run(request: TunixRunRequest, *, mode: str, status: str) -> TunixRun:
         created_at=now,
         output_dir=output_dir,
         config=request.model_dump(mode="json"),
+        launched_by=actor.user,
     )
 
 
-def run_start(*, request: TunixRunRequest) -> StartedRun:
+def run_start(*, request: TunixRunRequest, actor: Actor) -> StartedRun:
     """Check a launch request, then create its row `running` with a first event.
 
     Raises TunixRuntimeUnavailable (501) or InvalidRunRequest (422) before any row
     exists. The calling process is recorded as the run's supervisor: it promises to
     execute the run (`runs.execution.run_execute`) and finish it. A failed insert is
     logged and rolled back; the run is returned with `recorded=False` and is still
-    executed.
+    executed. `actor` launches it (its user is `launched_by`) and is named on its events.
     """
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
     if mode == RunMode.LOCAL and not tunix_runtime_available():
         raise TunixRuntimeUnavailable
-    run = _new_run(request, mode=mode, status=RunStatus.RUNNING)
+    run = _new_run(request, mode=mode, status=RunStatus.RUNNING, actor=actor)
     run_id = run.run_id
     _supervised_by_this_process(run, run.created_at)
     recorded = True
@@ -225,23 +233,30 @@ def run_start(*, request: TunixRunRequest) -> StartedRun:
             db_lock_wait_limit()
             run.save(force_insert=True)
             RunEvent.objects.create(
-                run=run, from_status=None, to_status=RunStatus.RUNNING, reason=f"launched ({mode})"
+                run=run,
+                from_status=None,
+                to_status=RunStatus.RUNNING,
+                reason=f"launched ({mode})",
+                actor=actor.label,
             )
     except DatabaseError:
         logger.exception("Failed to create run record %s", run.run_id)
         recorded = False
-    return StartedRun(run=run, directory=run_directory(run_id=run_id), recorded=recorded)
+    return StartedRun(
+        run=run, directory=run_directory(run_id=run_id), recorded=recorded, actor=actor
+    )
 
 
-def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixRun:
+def run_enqueue(*, request: TunixRunRequest, actor: Actor, queue: str | None = None) -> TunixRun:
     """Create a run `pending` on a worker queue and return it; a worker executes it.
 
     The row, its first event and the django-tasks row that carries it to a worker
     are written in one transaction, so a worker sees the task exactly when the run
     exists (docs/decisions.md#queued-execution). `queue` must be one of
     TUNIX_QUEUES (None: TUNIX_DEFAULT_QUEUE). The Tunix runtime is checked by the
-    worker, which may be another machine. Raises InvalidRunRequest (422) before
-    anything is written, QueueUnavailable (503) when the database refuses.
+    worker, which may be another machine. `actor` launches it (its user is
+    `launched_by`). Raises InvalidRunRequest (422) before anything is written,
+    QueueUnavailable (503) when the database refuses.
     """
     from runs.tasks import execute_run
 
@@ -251,7 +266,7 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
             "queue", f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
         )
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
-    run = _new_run(request, mode=mode, status=RunStatus.PENDING)
+    run = _new_run(request, mode=mode, status=RunStatus.PENDING, actor=actor)
     run_id = run.run_id
     run.queue = queue
     run.message = f"{mode.label.capitalize()} execution pending"
@@ -268,6 +283,7 @@ def run_enqueue(*, request: TunixRunRequest, queue: str | None = None) -> TunixR
                 from_status=None,
                 to_status=RunStatus.PENDING,
                 reason=f"queued ({mode}) on {queue}",
+                actor=actor.label,
                 created_at=run.created_at,
             )
     except DatabaseError as exc:
@@ -281,11 +297,14 @@ def run_claim(*, run_id: uuid.UUID, worker_id: str) -> StartedRun | None:
 
     One compare-and-set `pending` -> `running` with an event naming the worker and
     its host, so a run is executed once even if its task is delivered twice. The
-    caller executes the returned run (`runs.execution.run_execute`).
+    caller executes the returned run (`runs.execution.run_execute`). The actor
+    is the worker on this host (`worker:<id>@<host>`), named on the claim and on
+    the run's last event.
     """
     now = timezone.now()
     claimer = TunixRun(run_id=run_id)
     _supervised_by_this_process(claimer, now)
+    actor = Actor.worker(worker_id, claimer.supervisor_host)
     fields = {
         "status": RunStatus.RUNNING,
         "started_at": now,
@@ -306,10 +325,11 @@ def run_claim(*, run_id: uuid.UUID, worker_id: str) -> StartedRun | None:
             from_status=RunStatus.PENDING,
             to_status=RunStatus.RUNNING,
             reason=f"claimed by worker {worker_id} on {claimer.supervisor_host}",
+            actor=actor.label,
             created_at=now,
         )
     run = TunixRun.objects.get(pk=run_id)
-    return StartedRun(run=run, directory=run_directory(run_id=run_id), recorded=True)
+    return StartedRun(run=run, directory=run_directory(run_id=run_id), recorded=True, actor=actor)
 
 
 def run_heartbeat(*, run_id: uuid.UUID) -> str | None:
@@ -342,14 +362,15 @@ def database_reset() -> None:
         close_old_connections()
 
 
-def run_cancel(*, run_id: uuid.UUID) -> str:
+def run_cancel(*, run_id: uuid.UUID, actor: Actor) -> str:
     """Cancel a run; the status it now has (`cancelled` or `cancel_requested`).
 
     A pending run is cancelled at once (its stderr says it never started); an
     executing one becomes `cancel_requested` and its supervisor stops the trainer
     (SIGTERM to its process group, SIGKILL after TUNIX_CANCEL_GRACE_SECONDS) and
     records `cancelled`. Asking again while cancellation is under way changes
-    nothing. Raises RunNotFound, or RunAlreadyFinished for a terminal run.
+    nothing. `actor` asks (named on the event). Raises RunNotFound, or
+    RunAlreadyFinished for a terminal run.
     """
     now = timezone.now()
     mode = TunixRun.objects.filter(pk=run_id).values_list("mode", flat=True).first()
@@ -371,6 +392,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
                 from_status=RunStatus.PENDING,
                 to_status=RunStatus.CANCELLED,
                 reason="cancelled before it started",
+                actor=actor.label,
                 created_at=now,
             )
             _task_close(run_id, "the run was cancelled before it started")
@@ -385,6 +407,7 @@ def run_cancel(*, run_id: uuid.UUID) -> str:
                 from_status=RunStatus.RUNNING,
                 to_status=RunStatus.CANCEL_REQUESTED,
                 reason="cancellation requested",
+                actor=actor.label,
                 created_at=now,
             )
             return RunStatus.CANCEL_REQUESTED
@@ -435,14 +458,15 @@ def run_trainer_record(*, run_id: uuid.UUID, host: str, pid: int) -> None:
 # --- Finish -----------------------------------------------------------------------------
 
 
-def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
+def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str, actor: Actor) -> bool:
     """Move an executing run to the outcome's status; True if this call did it.
 
     One compare-and-set update from `running` or `cancel_requested`, then an event
     and the metrics rows not stored yet, in one transaction. False when the run was
     no longer executing (someone else finished it first; the stored outcome stays)
     or when the database failed: then the outcome is kept in the run directory for
-    `run_reap`. `run` is not changed.
+    `run_reap`. `run` is not changed. `actor` (the run's executor, or the reaper)
+    is named on the event.
     """
     fields = outcome_fields(started_at=run.started_at, outcome=outcome)
     try:
@@ -463,6 +487,7 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str) -> bool:
                     from_status=before,
                     to_status=outcome.status,
                     reason=reason,
+                    actor=actor.label,
                     created_at=outcome.completed_at,
                 )
                 # Steps shipped while the run trained are stored already.
@@ -492,6 +517,7 @@ def run_reap(
     now: datetime | None = None,
     hosts_gone: Iterable[str] = (),
     expire_leases: bool = True,
+    actor: Actor = REAPER,
 ) -> list[uuid.UUID]:
     """Finish executing runs that nobody will finish; return their ids.
 
@@ -511,7 +537,7 @@ def run_reap(
     A reaped run that was `cancel_requested` ends `cancelled` instead: its trainer
     died with its supervisor. The queue row of a reaped run is closed. Pending
     runs whose task a worker took without claiming them are queued again
-    (`run_requeue_unclaimed`).
+    (`run_requeue_unclaimed`). Every event it writes names `actor` (the reaper).
     """
     now = now or timezone.now()
     host = host_name()
@@ -525,7 +551,10 @@ def run_reap(
         if pending is not None:
             _log_catch_up(run)
             if run_finish(
-                run=run, outcome=pending, reason="outcome recorded after a failed database write"
+                run=run,
+                outcome=pending,
+                reason="outcome recorded after a failed database write",
+                actor=actor,
             ):
                 reaped.append(run.run_id)
                 pending_outcome_discard(run_id=run.run_id)
@@ -542,22 +571,23 @@ def run_reap(
         else:
             continue
         outcome = _interrupted_outcome(run, now, host, message)
-        if run_finish(run=run, outcome=outcome, reason=reason):
+        if run_finish(run=run, outcome=outcome, reason=reason, actor=actor):
             _task_close(run.run_id, message)
             reaped.append(run.run_id)
     if expire_leases:
-        run_requeue_unclaimed(now=now)
+        run_requeue_unclaimed(now=now, actor=actor)
     return reaped
 
 
-def run_requeue_unclaimed(*, now: datetime | None = None) -> list[uuid.UUID]:
+def run_requeue_unclaimed(*, now: datetime | None = None, actor: Actor = REAPER) -> list[uuid.UUID]:
     """Queue again the pending runs whose task a worker took but never claimed; their ids.
 
     A worker takes a task, then claims its run; if it dies or loses the database
     in between, the run stays `pending` with nobody to execute it. A run pending
     for more than a lease whose task row is no longer ready (or is missing) gets
     a fresh task, the old row closed and an event saying so. Exactly-once still
-    holds: whichever task delivers the run first claims it (`run_claim`).
+    holds: whichever task delivers the run first claims it (`run_claim`). The
+    events name `actor` (the reaper).
     """
     from django_tasks_db.models import DBTaskResult
 
@@ -583,12 +613,12 @@ def run_requeue_unclaimed(*, now: datetime | None = None) -> list[uuid.UUID]:
     for run_id, task_id in pending.items():
         if task_id and str(uuid.UUID(task_id)) in ready:
             continue
-        if _requeue(run_id, task_id, now):
+        if _requeue(run_id, task_id, now, actor):
             requeued.append(run_id)
     return requeued
 
 
-def _requeue(run_id: uuid.UUID, task_id: str, now: datetime) -> bool:
+def _requeue(run_id: uuid.UUID, task_id: str, now: datetime, actor: Actor) -> bool:
     from django_tasks_db.models import DBTaskResult
 
     from runs.tasks import execute_run
@@ -620,6 +650,7 @@ def _requeue(run_id: uuid.UUID, task_id: str, now: datetime) -> bool:
             from_status=RunStatus.PENDING,
             to_status=RunStatus.PENDING,
             reason=f"queued again on {queue}: its task was taken by {who}, which never claimed it",
+            actor=actor.label,
             created_at=now,
         )
         if task_id:

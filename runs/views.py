@@ -69,6 +69,7 @@ from runs.services import (
     run_enqueue,
     run_start,
 )
+from tunix_registry.actors import Actor
 from tunix_registry.pagination import DEFAULT_LIMIT
 
 HOME_TEMPLATE = "runs/home.html"
@@ -85,7 +86,7 @@ CANCELLABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 # Datasets offered by the launch form's suggestion list (newest first); any key may be typed.
 DATASET_CHOICES_LIMIT = 200
 # Query parameters that open the history on page load (the filters, the page, or history=1).
-HISTORY_PARAMS = ("status", "mode", "dataset_key", "limit", "offset", "history")
+HISTORY_PARAMS = ("status", "mode", "dataset_key", "launched_by", "limit", "offset", "history")
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -111,11 +112,16 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"form": form}
     status = 200
     if form.is_valid() and form.run_request is not None:
+        actor = Actor.of(request.user)
         try:
             if not form.run_request.dry_run:
-                queued = run_enqueue(request=form.run_request, queue=form.run_request.queue)
+                queued = run_enqueue(
+                    request=form.run_request, actor=actor, queue=form.run_request.queue
+                )
                 return _to_queued_run(request, queued)
-            context["result"] = run_execute(started=run_start(request=form.run_request))
+            context["result"] = run_execute(
+                started=run_start(request=form.run_request, actor=actor)
+            )
         except TunixRuntimeUnavailable as exc:
             context["runtime_error"] = str(exc)
             status = 501
@@ -394,7 +400,7 @@ def run_cancel_view(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse
         }
         return render(request, CANCEL_TEMPLATE, context)
     try:
-        new_status = run_cancel(run_id=run_id)
+        new_status = run_cancel(run_id=run_id, actor=Actor.of(request.user))
     except RunNotFound:
         raise Http404("No run with this id") from None
     except RunAlreadyFinished as exc:

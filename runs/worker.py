@@ -47,6 +47,7 @@ from django_tasks_db.models import DBTaskResult
 from runs.models import TunixRun, TunixWorker
 from runs.processes import host_name
 from runs.services import database_reset, run_reap
+from tunix_registry.actors import REAPER
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class RunWorker(Worker):
         self._registered = True
 
     def _reap(self, *, expire_leases: bool) -> None:
-        for run_id in run_reap(expire_leases=expire_leases):
+        for run_id in run_reap(expire_leases=expire_leases, actor=REAPER):
             status = TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
             self.out(f"run {run_id} reaped: {status}")
 

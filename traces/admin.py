@@ -18,12 +18,21 @@ PREVIEW = 80
 
 @admin.register(Trace)
 class TraceAdmin(admin.ModelAdmin):
-    list_display = ["id", "created_at", "trace_version", "prompt_preview"]
+    list_display = ["id", "created_at", "trace_version", "prompt_preview", "created_by"]
+    list_filter = ["created_by"]
+    list_select_related = ["created_by"]
     search_fields = ["payload__prompt"]
     date_hierarchy = "created_at"
     ordering = ["-created_at", "-id"]
-    readonly_fields = ["id", "created_at"]
+    readonly_fields = ["id", "created_at", "created_by"]
     show_full_result_count = False
+
+    def save_model(self, request: HttpRequest, obj: Trace, form: Any, change: bool) -> None:
+        # A trace added here is credited to the admin who added it
+        # (docs/decisions.md#who-did-what); an edit keeps its creator.
+        if not change:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Trace]:
         # The list shows a preview cut in the database; payloads are not loaded.

@@ -21,7 +21,7 @@ from ninja.errors import HttpError, ValidationError
 from pydantic import BaseModel, ConfigDict, field_serializer
 from pydantic import ValidationError as PydanticValidationError
 
-from accounts.access import Access
+from accounts.access import Access, acting_user
 from accounts.roles import ADD_TRACES, VIEW_TRACES
 from traces import selectors, services
 from traces.models import Trace
@@ -59,6 +59,12 @@ class TraceBatchOut(Schema):
 
 class TraceDetailOut(TraceCreateOut):
     payload: dict[str, Any]
+    # Additive: the creator's username (null: anonymous, or created before the field).
+    created_by: str | None = None
+
+    @staticmethod
+    def resolve_created_by(obj: Any) -> str | None:
+        return obj.created_by_name if isinstance(obj, Trace) else obj.get("created_by")
 
 
 class TraceListOut(Schema):
@@ -166,7 +172,7 @@ def trace_create(request: HttpRequest) -> Status[services.TraceCreated]:
         payload = trace_payload_validate_json(body)
     except TraceInvalid as exc:
         raise ValidationError(exc.with_loc_prefix("body")) from None
-    return Status(201, services.trace_create(payload=payload))
+    return Status(201, services.trace_create(payload=payload, created_by=acting_user(request)))
 
 
 @router.post(
@@ -186,7 +192,7 @@ def trace_create_batch(request: HttpRequest) -> Status[dict[str, Any]]:
         raise HttpError(400, "Batch must contain at least one trace")
     if len(payloads) > MAX_BATCH:
         raise HttpError(400, f"Batch size ({len(payloads)}) exceeds maximum ({MAX_BATCH})")
-    rows = services.trace_create_batch(payloads=payloads)
+    rows = services.trace_create_batch(payloads=payloads, created_by=acting_user(request))
     return Status(201, {"created_count": len(rows), "traces": rows})
 
 
@@ -210,6 +216,7 @@ def _with_score(trace: Trace) -> dict[str, Any]:
         "trace_version": trace.trace_version,
         "score": score,
         "payload": trace.payload,
+        "created_by": trace.created_by_name,
     }
 
 

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from tunix_registry.actors import username_of
 
 
 class Trace(models.Model):
@@ -18,6 +21,16 @@ class Trace(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     trace_version = models.CharField(max_length=64)
     payload = models.JSONField()
+    # Who created it: null for an anonymous client and for traces older than the
+    # column; PROTECT: such a user is deactivated, not deleted
+    # (docs/decisions.md#who-did-what).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="created_traces",
+    )
 
     class Meta:
         indexes = [
@@ -27,6 +40,11 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+    @property
+    def created_by_name(self) -> str | None:
+        """The creator's username (None: anonymous or unknown)."""
+        return username_of(self, "created_by")
 
 
 class Score(models.Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Substr
 
@@ -20,8 +20,12 @@ def _newest_first() -> QuerySet[Trace]:
 
 
 def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
-    """One trace with its payload, or None."""
-    return Trace.objects.filter(pk=trace_id).first()
+    """One trace with its payload and its creator's username (`created_by_name`), or None."""
+    return (
+        Trace.objects.filter(pk=trace_id)
+        .annotate(created_by_username=F("created_by__username"))
+        .first()
+    )
 
 
 def trace_exists(*, trace_id: uuid.UUID) -> bool:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -20,6 +20,9 @@ from django.utils import timezone
 from traces.models import Score, Trace
 from traces.schemas import TraceInvalid, trace_payload_dump, trace_payload_validate_json
 from tunix_registry.timestamps import utc_iso
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 BASELINE = "baseline"
 
@@ -32,7 +35,7 @@ class TraceCreated(NamedTuple):
     trace_version: str
 
 
-_COLUMNS = ("id", "created_at", "trace_version", "payload")
+_COLUMNS = ("id", "created_at", "trace_version", "payload", "created_by_id")
 # Below this many rows a plain INSERT costs PostgreSQL fewer round trips than COPY.
 _COPY_FROM_ROWS = 8
 # PostgreSQL accepts at most 65,535 parameters in one statement.
@@ -49,7 +52,7 @@ def _uuid4_many(count: int) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
-def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
+def _insert(payloads: list[dict[str, Any]], created_by: User | None) -> list[TraceCreated]:
     """INSERT normalised payloads, one statement per batch; return what was inserted.
 
     Like bulk_create, but without the ORM's per-field preparation and model
@@ -57,9 +60,11 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     is serialised by pydantic-core; all rows get the same `created_at`.
     On PostgreSQL a batch of more than a few rows is one `COPY ... FROM STDIN`;
     otherwise a multi-row VALUES list, split where the backend limits the
-    parameters of a statement (SQLite). Callers own the transaction.
+    parameters of a statement (SQLite). Every row is credited to `created_by`
+    (None: anonymous). Callers own the transaction.
     """
     now = timezone.now()
+    creator = created_by.pk if created_by is not None else None
     created = [
         TraceCreated(trace_id, now, p["trace_version"])
         for trace_id, p in zip(_uuid4_many(len(payloads)), payloads, strict=True)
@@ -80,11 +85,11 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
             # test_small_and_large_batches_store_the_same_payloads covers both.
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row, text in zip(created, texts, strict=True):
-                    copy.write_row((row.id, now, row.trace_version, text))
+                    copy.write_row((row.id, now, row.trace_version, text, creator))
             return created
         stamp = connection.ops.adapt_datetimefield_value(now)
         native_uuid = connection.features.has_native_uuid_field
-        placeholders = "(%s, %s, %s, %s::jsonb)" if postgresql else "(%s, %s, %s, %s)"
+        placeholders = "(%s, %s, %s, %s::jsonb, %s)" if postgresql else "(%s, %s, %s, %s, %s)"
         per_statement = min(
             connection.ops.bulk_batch_size(list(_COLUMNS), created), _MAX_ROWS_PER_STATEMENT
         )
@@ -92,7 +97,13 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
             stop = min(start + per_statement, len(created))
             params: list[Any] = []
             for row, text in zip(created[start:stop], texts[start:stop], strict=True):
-                params += (row.id if native_uuid else row.id.hex, stamp, row.trace_version, text)
+                params += (
+                    row.id if native_uuid else row.id.hex,
+                    stamp,
+                    row.trace_version,
+                    text,
+                    creator,
+                )
             values = ", ".join([placeholders] * (stop - start))
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
@@ -101,19 +112,21 @@ def _insert(payloads: list[dict[str, Any]]) -> list[TraceCreated]:
     return created
 
 
-def trace_create(*, payload: dict[str, Any]) -> TraceCreated:
-    """Store one normalised trace."""
-    return _insert([payload])[0]
+def trace_create(*, payload: dict[str, Any], created_by: User | None = None) -> TraceCreated:
+    """Store one normalised trace, created by `created_by` (None: anonymous)."""
+    return _insert([payload], created_by)[0]
 
 
-def trace_create_batch(*, payloads: list[dict[str, Any]]) -> list[TraceCreated]:
+def trace_create_batch(
+    *, payloads: list[dict[str, Any]], created_by: User | None = None
+) -> list[TraceCreated]:
     """Store normalised traces all-or-nothing in one transaction.
 
-    Every row of the batch carries the same insertion time; the result is
-    exactly what was inserted (no re-read).
+    Every row of the batch carries the same insertion time and creator; the
+    result is exactly what was inserted (no re-read).
     """
     with transaction.atomic():
-        return _insert(payloads)
+        return _insert(payloads, created_by)
 
 
 # --- Scoring ---------------------------------------------------------------
@@ -213,6 +226,7 @@ def trace_import(
     on_reject: Callable[[Rejection], None] | None = None,
     on_progress: Callable[[int], object] | None = None,
     keep_rejections: int = 200,
+    created_by: User | None = None,
 ) -> ImportResult:
     """Import a JSONL stream of traces, one trace per line, in constant memory.
 
@@ -222,6 +236,8 @@ def trace_import(
     runs in one transaction that is rolled back if any line was rejected
     (inserting stops at the first bad line, validation goes on to report every
     bad line). `on_progress` receives the bytes consumed since its last call.
+    Every trace is credited to `created_by` (None: anonymous, or a command
+    without `--as`).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -241,7 +257,7 @@ def trace_import(
         nonlocal pending_bytes
         if pending and not (all_or_nothing and result.rejected):
             with transaction.atomic():
-                _insert(pending)
+                _insert(pending, created_by)
             result.created += len(pending)
         pending.clear()
         if on_progress is not None and pending_bytes:

@@ -22,6 +22,7 @@ from accounts.roles import ADD_TRACES
 from traces import selectors, services
 from traces.forms import CompareForm, PageForm, TraceUploadForm
 from traces.models import Trace
+from tunix_registry.actors import user_or_none
 from tunix_registry.pagination import page_of
 
 
@@ -91,7 +92,9 @@ def trace_upload(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             payload = form.cleaned_data["trace_json"]
             if payload is not None:
-                created = services.trace_create(payload=payload)
+                created = services.trace_create(
+                    payload=payload, created_by=user_or_none(request.user)
+                )
                 context["created_trace"] = created
                 form = TraceUploadForm()
             else:
@@ -100,6 +103,7 @@ def trace_upload(request: HttpRequest) -> HttpResponse:
                     stream=upload.file,
                     all_or_nothing=form.cleaned_data["all_or_nothing"],
                     max_line_bytes=settings.TRACE_MAX_BYTES,
+                    created_by=user_or_none(request.user),
                 )
                 context["file_name"] = upload.name
     else:

@@ -74,6 +74,7 @@ def demo_load() -> DemoResult:
     from runs.services import run_start
     from traces.schemas import trace_payload_validate
     from traces.services import trace_create_batch
+    from tunix_registry.actors import COMMAND
 
     demo_key = dataset_key_make(DEMO_NAME, DEMO_VERSION)
     if dataset_get(key=demo_key) is not None:
@@ -91,7 +92,8 @@ def demo_load() -> DemoResult:
         limit=8,
     )
     started = run_start(
-        request=TunixRunRequest(dataset_key=arithmetic.key, model_id="tiny-qwen3", dry_run=True)
+        request=TunixRunRequest(dataset_key=arithmetic.key, model_id="tiny-qwen3", dry_run=True),
+        actor=COMMAND,
     )
     run = run_execute(started=started)
     return DemoResult(

@@ -277,6 +277,8 @@ def test_list_is_paginated_newest_first(client: Client) -> None:
         "selection_strategy",
         "seed",
         "trace_count",
+        # Additive: who built it (null: built without a user).
+        "created_by",
     }
     second = client.get("/api/datasets?limit=2&offset=2").json()
     assert [d["dataset_key"] for d in second["data"]] == ["d-v1"]

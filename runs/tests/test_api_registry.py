@@ -50,6 +50,8 @@ def test_items_are_newest_first_without_output_columns(client: Client) -> None:
         "status",
         "started_at",
         "duration_seconds",
+        # Additive: who launched it (null: a factory's run has no launcher).
+        "launched_by",
     }
     assert item["started_at"].endswith("+00:00")
 
@@ -264,6 +266,8 @@ def test_detail_returns_the_stored_run(client: Client, microsecond: int) -> None
         "queue": "",
         "worker_id": "",
         "heartbeat_at": None,
+        # Additive: who launched it (null for a run without a launcher).
+        "launched_by": None,
     }
     assert body["started_at"].endswith("+00:00")
 

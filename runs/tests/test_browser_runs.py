@@ -23,6 +23,7 @@ from runs.models import RunMode, RunStatus, TunixRun
 from runs.tests.conftest import FAKE_TRAINER
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory, runs_at
 from traces.tests.factories import make_payload
+from tunix_registry.actors import COMMAND
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog, Page
@@ -292,7 +293,7 @@ def test_the_history_refreshes_itself_while_a_row_is_live(page: Page) -> None:
     # Another client cancels it; the history shows it without a click, then stops polling.
     from runs.services import run_cancel
 
-    run_cancel(run_id=live.run_id)
+    run_cancel(actor=COMMAND, run_id=live.run_id)
     expect(status).to_have_text("cancelled", timeout=15_000)
     expect(page.get_by_test_id("tunix:history-poll")).to_have_count(0)
     expect(page.get_by_test_id(f"tunix:cancel-btn-{live.run_id}")).to_have_count(0)

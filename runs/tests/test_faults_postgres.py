@@ -39,8 +39,9 @@ dataset_with_traces(name="faults", count=2)
 ENQUEUE = """
 from runs.schemas import TunixRunRequest
 from runs.services import run_enqueue
+from tunix_registry.actors import COMMAND
 request = TunixRunRequest(dataset_key="faults-v1", model_id={model!r}, dry_run=False)
-print(run_enqueue(request=request).run_id)
+print(run_enqueue(actor=COMMAND, request=request).run_id)
 """
 
 

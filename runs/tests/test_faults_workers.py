@@ -22,6 +22,7 @@ from runs.models import TERMINAL_STATUSES, RunEvent, RunLogChunk, RunStatus, Tun
 from runs.schemas import TunixRunRequest
 from runs.services import CANCELLED_BEFORE_START, run_enqueue
 from runs.tests.faults import Harness, Started
+from tunix_registry.actors import COMMAND
 
 pytestmark = [
     pytest.mark.postgres_only,
@@ -36,7 +37,7 @@ RUN_SECONDS = 90.0
 
 def enqueue(model_id: str, *, dry_run: bool = False, queue: str | None = None) -> uuid.UUID:
     request = TunixRunRequest(dataset_key=DATASET, model_id=model_id, dry_run=dry_run)
-    return run_enqueue(request=request, queue=queue).run_id
+    return run_enqueue(actor=COMMAND, request=request, queue=queue).run_id
 
 
 def events(run_id: uuid.UUID) -> list[tuple[str | None, str]]:

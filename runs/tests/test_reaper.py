@@ -29,6 +29,7 @@ from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory
 from runs.services import INTERRUPTED_MESSAGE, run_enqueue, run_reap, run_requeue_unclaimed
 from runs.tests.factories import TunixRunFactory
+from tunix_registry.actors import COMMAND
 
 pytestmark = pytest.mark.django_db
 
@@ -228,7 +229,7 @@ def test_a_lost_run_of_another_host_keeps_what_the_database_holds() -> None:
 
 
 def test_the_queue_row_of_a_reaped_run_is_closed() -> None:
-    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    run = run_enqueue(actor=COMMAND, request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
     DBTaskResult.objects.filter(id=run.task_id).update(status="RUNNING", worker_ids=["w1"])
     TunixRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING,
@@ -246,12 +247,14 @@ def test_the_queue_row_of_a_reaped_run_is_closed() -> None:
 
 
 def test_a_pending_run_whose_task_was_taken_but_never_claimed_is_queued_again() -> None:
-    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    run = run_enqueue(actor=COMMAND, request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
     # A worker took the task and died before it claimed the run.
     DBTaskResult.objects.filter(id=run.task_id).update(status="RUNNING", worker_ids=["w-gone"])
     assert run_requeue_unclaimed() == []  # not older than a lease yet
     TunixRun.objects.filter(pk=run.pk).update(created_at=expired())
-    waiting = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    waiting = run_enqueue(
+        actor=COMMAND, request=TunixRunRequest(dataset_key="demo-v1", model_id="m")
+    )
     TunixRun.objects.filter(pk=waiting.pk).update(created_at=expired())
     assert run_reap() == []
     stored = TunixRun.objects.get(pk=run.pk)
@@ -268,7 +271,7 @@ def test_a_pending_run_whose_task_was_taken_but_never_claimed_is_queued_again() 
 
 
 def test_a_pending_run_whose_task_failed_before_the_claim_is_queued_again() -> None:
-    run = run_enqueue(request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
+    run = run_enqueue(actor=COMMAND, request=TunixRunRequest(dataset_key="demo-v1", model_id="m"))
     DBTaskResult.objects.filter(id=run.task_id).update(status="FAILED")
     TunixRun.objects.filter(pk=run.pk).update(created_at=expired())
     assert run_requeue_unclaimed() == [run.run_id]

@@ -36,6 +36,7 @@ from runs.services import (
     run_start,
 )
 from runs.tests.factories import TunixRunFactory
+from tunix_registry.actors import COMMAND
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def outcome(status: str, *, metrics: int = 0) -> RunOutcome:
 
 
 def test_run_start_creates_the_running_row_its_event_and_names_its_directory() -> None:
-    started = run_start(request=request(num_epochs=4))
+    started = run_start(actor=COMMAND, request=request(num_epochs=4))
     assert isinstance(started, StartedRun)
     assert started.recorded
     assert started.directory == run_directory(run_id=started.run.run_id)
@@ -92,7 +93,7 @@ def test_run_start_refuses_a_bad_request_naming_the_field_and_writes_nothing(
     fields: dict[str, Any], field: str, message: str
 ) -> None:
     with pytest.raises(InvalidRunRequest, match=message) as caught:
-        run_start(request=request(**fields))
+        run_start(actor=COMMAND, request=request(**fields))
     assert caught.value.field == field
     assert not TunixRun.objects.exists()
 
@@ -100,7 +101,7 @@ def test_run_start_refuses_a_bad_request_naming_the_field_and_writes_nothing(
 @pytest.mark.usefixtures("tunix_missing")
 def test_run_start_refuses_a_local_run_without_the_runtime() -> None:
     with pytest.raises(TunixRuntimeUnavailable):
-        run_start(request=request(dry_run=False))
+        run_start(actor=COMMAND, request=request(dry_run=False))
     assert not TunixRun.objects.exists()
 
 
@@ -108,8 +109,14 @@ def test_run_finish_tells_the_winner_from_the_loser() -> None:
     row = TunixRunFactory.create(status=RunStatus.RUNNING, message="")
     # Two finishers holding their own copy of the running row.
     first, second = TunixRun.objects.get(pk=row.pk), TunixRun.objects.get(pk=row.pk)
-    assert run_finish(run=first, outcome=outcome("completed", metrics=2), reason="a") is True
-    assert run_finish(run=second, outcome=outcome("failed", metrics=5), reason="b") is False
+    assert (
+        run_finish(actor=COMMAND, run=first, outcome=outcome("completed", metrics=2), reason="a")
+        is True
+    )
+    assert (
+        run_finish(actor=COMMAND, run=second, outcome=outcome("failed", metrics=5), reason="b")
+        is False
+    )
     row.refresh_from_db()
     assert (row.status, row.message, row.metrics_steps) == ("completed", "ended completed", 2)
     assert list(RunEvent.objects.values_list("from_status", "to_status", "reason")) == [
@@ -122,7 +129,7 @@ def test_run_finish_tells_the_winner_from_the_loser() -> None:
 
 def test_run_finish_of_a_finished_run_changes_nothing() -> None:
     row = TunixRunFactory.create(status=RunStatus.TIMEOUT, message="kept")
-    assert run_finish(run=row, outcome=outcome("completed"), reason="late") is False
+    assert run_finish(actor=COMMAND, run=row, outcome=outcome("completed"), reason="late") is False
     row.refresh_from_db()
     assert (row.status, row.message) == ("timeout", "kept")
     assert not RunEvent.objects.exists()
@@ -139,7 +146,7 @@ def test_run_finish_keeps_the_outcome_when_the_database_fails(data_dir: Path) ->
     finished = outcome("completed", metrics=1)
     finished.completed_at = row.started_at + timedelta(seconds=2)
     with connection.execute_wrapper(failing_updates):
-        won = run_finish(run=row, outcome=finished, reason="x")
+        won = run_finish(actor=COMMAND, run=row, outcome=finished, reason="x")
     assert won is False
     assert (run_directory(run_id=row.run_id) / OUTCOME_FILE).is_file()
     assert pending_outcome_load(run_id=row.run_id) == finished
@@ -162,7 +169,10 @@ def test_a_run_the_database_could_not_record_is_executed_and_nothing_written(
         config=request().model_dump(mode="json"),
     )
     started = StartedRun(
-        run=unsaved, directory=run_directory(run_id=unsaved.run_id), recorded=False
+        run=unsaved,
+        directory=run_directory(run_id=unsaved.run_id),
+        recorded=False,
+        actor=COMMAND,
     )
     run = run_execute(started=started)
     assert run is unsaved
@@ -175,7 +185,7 @@ def test_a_run_the_database_could_not_record_is_executed_and_nothing_written(
 
 def test_run_execute_records_the_outcome_on_the_started_row() -> None:
     dataset_with_traces(count=1)
-    started = run_start(request=request())
+    started = run_start(actor=COMMAND, request=request())
     run = run_execute(started=started)
     assert run.status == "completed"
     stored = TunixRun.objects.get()
@@ -194,7 +204,7 @@ def test_run_execute_records_the_outcome_on_the_started_row() -> None:
 
 
 def test_run_enqueue_writes_the_pending_row_its_event_and_its_task_together() -> None:
-    run = run_enqueue(request=request(dry_run=False))
+    run = run_enqueue(actor=COMMAND, request=request(dry_run=False))
     stored = TunixRun.objects.get()
     assert (stored.status, stored.mode, stored.queue, stored.message) == (
         "pending",
@@ -222,7 +232,7 @@ def test_run_enqueue_refuses_before_writing_anything(
     fields: dict[str, Any], queue: str | None, field: str
 ) -> None:
     with pytest.raises(InvalidRunRequest) as caught:
-        run_enqueue(request=request(**fields), queue=queue)
+        run_enqueue(actor=COMMAND, request=request(**fields), queue=queue)
     assert caught.value.field == field
     assert not TunixRun.objects.exists() and not DBTaskResult.objects.exists()
 
@@ -234,12 +244,12 @@ def test_run_enqueue_queues_nothing_when_the_database_refuses() -> None:
         return execute(sql, *args)
 
     with connection.execute_wrapper(failing_inserts), pytest.raises(QueueUnavailable):
-        run_enqueue(request=request())
+        run_enqueue(actor=COMMAND, request=request())
     assert not TunixRun.objects.exists() and not DBTaskResult.objects.exists()
 
 
 def test_run_claim_wins_once() -> None:
-    run = run_enqueue(request=request())
+    run = run_enqueue(actor=COMMAND, request=request())
     started = run_claim(run_id=run.run_id, worker_id="w1")
     assert started is not None and started.recorded
     assert (started.run.status, started.run.worker_id, started.run.message) == (
@@ -254,8 +264,8 @@ def test_run_claim_wins_once() -> None:
 
 
 def test_run_cancel_of_a_pending_a_running_and_a_finished_run() -> None:
-    pending = run_enqueue(request=request())
-    assert run_cancel(run_id=pending.run_id) == "cancelled"
+    pending = run_enqueue(actor=COMMAND, request=request())
+    assert run_cancel(actor=COMMAND, run_id=pending.run_id) == "cancelled"
     stored = TunixRun.objects.get(pk=pending.pk)
     assert (stored.stderr, stored.message) == (
         CANCELLED_BEFORE_START,
@@ -265,16 +275,16 @@ def test_run_cancel_of_a_pending_a_running_and_a_finished_run() -> None:
     assert DBTaskResult.objects.get(id=pending.task_id).status == "FAILED"
     assert run_claim(run_id=pending.run_id, worker_id="w1") is None
 
-    running = run_enqueue(request=request())
+    running = run_enqueue(actor=COMMAND, request=request())
     run_claim(run_id=running.run_id, worker_id="w1")
-    assert run_cancel(run_id=running.run_id) == "cancel_requested"
-    assert run_cancel(run_id=running.run_id) == "cancel_requested"
+    assert run_cancel(actor=COMMAND, run_id=running.run_id) == "cancel_requested"
+    assert run_cancel(actor=COMMAND, run_id=running.run_id) == "cancel_requested"
     assert list(
         RunEvent.objects.filter(run_id=running.run_id).values_list("to_status", flat=True)
     ) == ["pending", "running", "cancel_requested"]
     assert run_heartbeat(run_id=running.run_id) == "cancel_requested"
 
     with pytest.raises(RunAlreadyFinished, match="Run is already in terminal state: cancelled"):
-        run_cancel(run_id=pending.run_id)
+        run_cancel(actor=COMMAND, run_id=pending.run_id)
     with pytest.raises(RunNotFound):
-        run_cancel(run_id=uuid.uuid4())
+        run_cancel(actor=COMMAND, run_id=uuid.uuid4())

@@ -32,6 +32,7 @@ from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory
 from runs.services import StartedRun, run_cancel, run_finish, run_start
 from runs.tests.conftest import FAKE_TRAINER
+from tunix_registry.actors import COMMAND
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_trainer")]
 
@@ -67,7 +68,7 @@ class Background:
 
     def __init__(self, model_id: str) -> None:
         request = TunixRunRequest(dataset_key="demo-v1", model_id=model_id, dry_run=False)
-        self.started: StartedRun = run_start(request=request)
+        self.started: StartedRun = run_start(actor=COMMAND, request=request)
         assert self.started.recorded
         self.run_id = self.started.run.run_id
         self.directory = self.started.directory
@@ -182,7 +183,10 @@ def test_cancel_requested_stops_a_trainer_that_ignores_sigterm(settings: Any) ->
         lambda: RunLogChunk.objects.filter(run_id=job.run_id, chunk__contains="stubborn").exists(),
         what="the trainer's first line stored",
     )
-    assert eventually(lambda: run_cancel(run_id=job.run_id), what="cancel") == "cancel_requested"
+    assert (
+        eventually(lambda: run_cancel(actor=COMMAND, run_id=job.run_id), what="cancel")
+        == "cancel_requested"
+    )
     run = job.join()
 
     assert run.status == "cancelled"
@@ -212,7 +216,9 @@ def test_a_run_finished_elsewhere_is_left_as_it_is_and_its_trainer_stopped(setti
     pid = job.trainer_pid()
     other = RunOutcome(status="failed", message="failed by someone else")
     row = TunixRun.objects.get(pk=job.run_id)
-    assert eventually(lambda: run_finish(run=row, outcome=other, reason="test"), what="finish")
+    assert eventually(
+        lambda: run_finish(actor=COMMAND, run=row, outcome=other, reason="test"), what="finish"
+    )
     run = job.join()
 
     assert (run.status, run.message) == ("failed", "failed by someone else")
@@ -274,9 +280,11 @@ from datasets.tests.factories import dataset_with_traces
 from runs.execution import run_execute
 from runs.schemas import TunixRunRequest
 from runs.services import run_start
+from tunix_registry.actors import COMMAND
 dataset_with_traces(count=1)
-started = run_start(request=TunixRunRequest(dataset_key="demo-v1", model_id="fake-stubborn",
-                                            dry_run=False))
+started = run_start(actor=COMMAND, request=TunixRunRequest(dataset_key="demo-v1",
+                                                           model_id="fake-stubborn",
+                                                           dry_run=False))
 print("RUN_DIR", started.directory, flush=True)
 run_execute(started=started)
 """

@@ -41,6 +41,7 @@ from runs.services import STOPPED_MESSAGE, run_cancel, run_enqueue
 from runs.tasks import execute_run
 from runs.tests.conftest import FAKE_TRAINER
 from runs.tests.factories import TunixRunFactory
+from tunix_registry.actors import COMMAND
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +191,9 @@ def registry(data_dir: Path, settings: Any, django_db_blocker: Any) -> Iterator[
 
 
 def launch(model_id: str = "m", *, dry_run: bool = True, key: str = "demo-v1") -> TunixRun:
-    return run_enqueue(request=TunixRunRequest(dataset_key=key, model_id=model_id, dry_run=dry_run))
+    return run_enqueue(
+        actor=COMMAND, request=TunixRunRequest(dataset_key=key, model_id=model_id, dry_run=dry_run)
+    )
 
 
 def events(run_id: uuid.UUID) -> list[tuple[str | None, str, str]]:
@@ -318,7 +321,7 @@ def test_a_lease_expires_on_a_worker_of_another_host(registry: Registry) -> None
 def test_cancel_a_pending_run_and_a_running_one(registry: Registry) -> None:
     dataset_with_traces(count=1)
     pending = launch()
-    assert run_cancel(run_id=pending.run_id) == "cancelled"
+    assert run_cancel(actor=COMMAND, run_id=pending.run_id) == "cancelled"
     assert task_status(pending) == "FAILED"
     held = launch("fake-wait", dry_run=False)
     worker = registry.worker("w1")
@@ -328,7 +331,7 @@ def test_cancel_a_pending_run_and_a_running_one(registry: Registry) -> None:
         lambda: (run_directory(run_id=held.run_id) / "started.flag").exists(),
         output=registry.output,
     )
-    assert run_cancel(run_id=held.run_id) == "cancel_requested"
+    assert run_cancel(actor=COMMAND, run_id=held.run_id) == "cancel_requested"
     cancelled = registry.wait_run(held.run_id, *TERMINAL)
     assert cancelled.status == "cancelled", cancelled.message
     assert TunixRun.objects.get(pk=pending.pk).status == "cancelled"

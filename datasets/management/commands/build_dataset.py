@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from datasets import services
 from datasets.forms import parse_filter_value
+from tunix_registry.actors import command_user
 from tunix_registry.fields import json_object_check
 
 
@@ -46,8 +47,16 @@ class Command(BaseCommand):
         parser.add_argument("--strategy", choices=["latest", "random"], default="latest")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--limit", type=int, default=100)
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            default=None,
+            metavar="USERNAME",
+            help="credit the dataset to this (active) user (default: no creator)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        created_by = command_user(options["as_user"])
         filters: dict[str, Any] = {}
         for text in options["filter"]:
             key, value = parse_filter(text)
@@ -65,6 +74,7 @@ class Command(BaseCommand):
                     limit=options["limit"],
                     selection_strategy=options["strategy"],
                     seed=options["seed"],
+                    created_by=created_by,
                 )
             except services.DatasetAlreadyExists as exc:
                 raise CommandError(str(exc)) from None

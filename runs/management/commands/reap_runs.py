@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from runs.services import run_reap
+from tunix_registry.actors import REAPER
 
 
 class Command(BaseCommand):
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        reaped = run_reap(hosts_gone=options["host_gone"])
+        reaped = run_reap(hosts_gone=options["host_gone"], actor=REAPER)
         for run_id in reaped:
             self.stdout.write(f"reaped {run_id}")
         self.stdout.write(f"{len(reaped)} run(s) reaped")

@@ -35,6 +35,7 @@ from runs.services import (
     run_enqueue,
     run_start,
 )
+from tunix_registry.actors import command_actor
 
 EXCERPT_LINES = 20
 # Seconds between two looks at a followed run.
@@ -101,6 +102,14 @@ class Command(BaseCommand):
             help="with --local: the worker queue, one of TUNIX_QUEUES "
             "(default: TUNIX_DEFAULT_QUEUE)",
         )
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            default=None,
+            metavar="USERNAME",
+            help="launch as this (active) user, recorded as the run's launcher "
+            "(default: no launcher, events name `command`)",
+        )
         parser.add_argument("--output-dir", dest="output_dir", default=None)
         parser.add_argument("--learning-rate", dest="learning_rate", type=float, default=2e-5)
         parser.add_argument("--epochs", dest="num_epochs", type=int, default=3)
@@ -111,6 +120,7 @@ class Command(BaseCommand):
         local = options["local"]
         if not local and (options["wait"] or options["queue"]):
             raise CommandError("--wait and --queue go with --local (a dry-run executes here)")
+        actor = command_actor(options["as_user"])
         try:
             request = TunixRunRequest(
                 dataset_key=options["dataset_key"],
@@ -131,7 +141,7 @@ class Command(BaseCommand):
 
         if not local:
             try:
-                started = run_start(request=request)
+                started = run_start(request=request, actor=actor)
             except TunixRuntimeUnavailable as exc:
                 raise CommandError(str(exc)) from None
             except InvalidRunRequest as exc:
@@ -140,7 +150,7 @@ class Command(BaseCommand):
             return
 
         try:
-            queued = run_enqueue(request=request, queue=request.queue)
+            queued = run_enqueue(request=request, actor=actor, queue=request.queue)
         except InvalidRunRequest as exc:
             raise CommandError(f"invalid {exc.field}: {exc}") from None
         except QueueUnavailable as exc:

@@ -1,4 +1,4 @@
-"""`manage.py import_traces FILE.jsonl [--batch-size N] [--all-or-nothing]`."""
+"""`manage.py import_traces FILE.jsonl [--batch-size N] [--all-or-nothing] [--as USERNAME]`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from traces.services import Rejection, trace_import
+from tunix_registry.actors import command_user
 
 
 class Command(BaseCommand):
@@ -37,12 +38,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-progress", action="store_true", help="do not show the progress bar"
         )
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            default=None,
+            metavar="USERNAME",
+            help="credit the traces to this (active) user (default: no creator)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
         batch_size: int = options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        created_by = command_user(options["as_user"])
         if str(path) == "-":
             stream = sys.stdin.buffer
             total = None
@@ -74,6 +83,7 @@ class Command(BaseCommand):
                 max_line_bytes=settings.TRACE_MAX_BYTES,
                 on_reject=report,
                 on_progress=bar.update,
+                created_by=created_by,
             )
         summary = f"{result.created} traces imported, {result.rejected} lines rejected"
         if result.discarded:
