@@ -227,6 +227,9 @@ class Harness:
             TUNIX_REGISTRY_LOG_LEVEL="WARNING",
             # The web tier executes no local run: the async launches go to workers.
             TUNIX_RUNTIME_MODULE="json",
+            # The fault tests are about crashes and restarts, not access: anyone may
+            # launch and cancel (a test about access passes its own value in `extra`).
+            TUNIX_ANONYMOUS_ACCESS="write",
         )
         env.update(extra)
         port = free_port()

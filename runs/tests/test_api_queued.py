@@ -10,6 +10,7 @@ import json
 import socket
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -476,16 +477,22 @@ def test_metrics_only_answers_get(client: Client) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_sse_through_a_live_server_delivers_chunks_as_they_arrive(
-    live_server: Any, settings: Any
+    live_server: Any,
+    settings: Any,
+    user_factory: Callable[..., Any],
+    token_for: Callable[[Any], str],
 ) -> None:
     """A viewer sees chunks stored while its stream is open, then the status, then the end."""
     settings.TUNIX_LOG_STREAM_SECONDS = 60.0
     run = TunixRunFactory.create(status=RunStatus.RUNNING, mode="local")
     add_chunks(run, "step 1\n")
     url = f"{live_server.url}/api/tunix/runs/{run.run_id}/logs"
+    secret = token_for(user_factory("viewer"))
+    headers = {"Authorization": f"Bearer {secret}"}
+    stream = urllib.request.Request(url, headers=headers)  # noqa: S310 (http, test server)
     received: list[dict[str, Any]] = []
     ended = False
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (http, test server)
+    with urllib.request.urlopen(stream, timeout=30) as response:  # noqa: S310 (http, test server)
         assert response.headers["Content-Type"] == "text/event-stream"
         block: list[str] = []
         for raw in response:
