@@ -166,6 +166,7 @@ def test_trainer_gets_a_scrubbed_environment(
         "PYTHONPATH",
         "HF_HUB_OFFLINE",
         "TUNIX_OUTPUT_ROOTS",
+        "TUNIX_MODEL_ROOTS",
         "LC_CTYPE",  # added by the interpreter itself under a C locale (PEP 538)
     }
     assert set(env) <= allowed, set(env) - allowed

@@ -94,7 +94,9 @@ def _save_traceback(run_dir: str | None) -> str | None:
 def _run(manifest: Any, *, out: IO[str]) -> int:
     started = time.perf_counter()
     records = data.read_records(manifest.dataset_path)
-    spec: ModelSpec = resolve_model_id(manifest.model_id, manifest.run_dir)
+    spec: ModelSpec = resolve_model_id(
+        manifest.model_id, manifest.run_dir, roots=manifest.model_roots
+    )
     try:
         manifest.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,6 +17,7 @@ import yaml
 from runs.trainer.errors import ConfigError
 
 OUTPUT_ROOTS_ENV = "TUNIX_OUTPUT_ROOTS"
+MODEL_ROOTS_ENV = "TUNIX_MODEL_ROOTS"
 
 _SECTIONS: dict[str, set[str]] = {
     "model": {"model_id"},
@@ -40,6 +41,8 @@ class Manifest:
     batch_size: int
     max_seq_length: int
     output_dir: Path
+    # Where checkpoints may load from; None: anywhere (docs/decisions.md#model-roots).
+    model_roots: list[Path] | None = None
 
 
 def load_manifest(
@@ -91,7 +94,8 @@ def parse_manifest(
 
     run_dir = manifest_path.parent
     output_dir = _resolve(run_dir, output_dir_text)
-    check_output_dir(output_dir, environ=os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    check_output_dir(output_dir, environ=env)
     return Manifest(
         path=manifest_path,
         run_dir=run_dir,
@@ -102,20 +106,34 @@ def parse_manifest(
         batch_size=batch_size,
         max_seq_length=max_seq_length,
         output_dir=output_dir,
+        model_roots=model_roots(env),
     )
 
 
 def output_roots(environ: dict[str, str] | os._Environ[str]) -> list[Path] | None:
     """The allowed output roots from TUNIX_OUTPUT_ROOTS, or None when any directory is allowed."""
     raw = environ.get(OUTPUT_ROOTS_ENV, "")
-    entries = [entry for entry in raw.split(os.pathsep) if entry.strip()]
-    if not entries:
+    if not raw.strip():
         return None
+    return _roots(raw, OUTPUT_ROOTS_ENV)
+
+
+def model_roots(environ: dict[str, str] | os._Environ[str]) -> list[Path] | None:
+    """The roots checkpoints load from (TUNIX_MODEL_ROOTS); None when it is unset.
+
+    Set but empty allows no directory: the registry always sets it.
+    """
+    raw = environ.get(MODEL_ROOTS_ENV)
+    return None if raw is None else _roots(raw, MODEL_ROOTS_ENV)
+
+
+def _roots(raw: str, name: str) -> list[Path]:
+    entries = [entry for entry in raw.split(os.pathsep) if entry.strip()]
     roots = []
     for entry in entries:
         root = Path(entry.strip()).expanduser()
         if not root.is_absolute():
-            raise ConfigError(f"{OUTPUT_ROOTS_ENV} entries must be absolute paths, got {entry!r}")
+            raise ConfigError(f"{name} entries must be absolute paths, got {entry!r}")
         roots.append(Path(os.path.realpath(root)))
     return roots
 

@@ -54,15 +54,27 @@ class LoadedModel:
     hf_config: dict[str, Any] | None
 
 
-def resolve_model_id(model_id: str, run_dir: Path) -> ModelSpec:
-    """Decide what `model_id` names, without loading anything."""
+def resolve_model_id(model_id: str, run_dir: Path, *, roots: list[Path] | None = None) -> ModelSpec:
+    """Decide what `model_id` names, without loading anything.
+
+    With `roots` (TUNIX_MODEL_ROOTS), a directory is a checkpoint only strictly inside one
+    of them, symlinks followed, and nothing outside is looked at: a path outside is refused,
+    a name is read as a hub id (docs/decisions.md#model-roots).
+    """
     if model_id in TINY_MODELS:
         return ModelSpec(kind="tiny", model_id=model_id)
     looks_like_path = model_id.startswith(("/", "./", "../", "~")) or model_id in {".", ".."}
     candidate = Path(model_id).expanduser()
     if not candidate.is_absolute():
         candidate = run_dir / candidate
-    if candidate.is_dir():
+    allowed = True
+    if roots is not None:
+        # The real path is what gets loaded, so a link swapped after the check changes nothing.
+        candidate = Path(os.path.realpath(candidate))
+        allowed = any(candidate != root and candidate.is_relative_to(root) for root in roots)
+        if not allowed and looks_like_path:
+            raise ModelError(f"checkpoint directory {model_id} is outside the model roots")
+    if allowed and candidate.is_dir():
         return ModelSpec(kind="local", model_id=model_id, path=Path(os.path.normpath(candidate)))
     if looks_like_path:
         raise ModelError(f"checkpoint directory not found: {candidate}")
