@@ -343,6 +343,22 @@ def test_a_revoked_token_is_401_even_beside_a_launchers_session(
     assert state() == before
 
 
+def test_a_token_beside_a_session_acts_as_the_tokens_user(
+    client: Client, launcher: Any, user_factory: Callable[..., Any], token_for: Callable[[Any], str]
+) -> None:
+    other = user_factory("launcher")
+    headers = bearer_header(token_for(other))
+    created = post(client, "/api/traces", make_payload(), **headers)
+    assert created.status_code == 201
+    assert Trace.objects.get(pk=created.json()["id"]).created_by == other
+    run = post(client, *_run()(), **headers)
+    assert run.status_code == 200
+    assert TunixRun.objects.get(pk=run.json()["run_id"]).launched_by == other
+    # The session alone is its own user.
+    mine = post(client, "/api/traces", make_payload())
+    assert Trace.objects.get(pk=mine.json()["id"]).created_by == launcher
+
+
 # --- Browser sessions and CSRF -----------------------------------------------------------
 
 
