@@ -29,6 +29,7 @@ from datasets.services import dataset_write_jsonl
 from runs.artifacts import artifacts_scan
 from runs.manifest import manifest_yaml
 from runs.metrics import METRICS_FILE, metrics_parse
+from runs.model_roots import trainer_model_roots
 from runs.models import RunMode, RunStatus, TunixRun
 from runs.outcomes import (
     RunOutcome,
@@ -326,6 +327,7 @@ def trainer_environment() -> dict[str, str]:
         "TUNIX_OUTPUT_ROOTS": os.pathsep.join(
             str(p) for p in [outputs_root(), *settings.TUNIX_OUTPUT_ROOTS]
         ),
+        "TUNIX_MODEL_ROOTS": trainer_model_roots(),
     }
     for name in ("LANG", "LC_ALL", "TMPDIR"):
         if name in os.environ:

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from runs.metrics import METRICS_FILE, metrics_parse
+from runs.model_roots import ModelIdRefused, model_id_resolve
 from runs.models import (
     EXECUTING_STATUSES,
     TERMINAL_STATUSES,
@@ -182,6 +183,17 @@ def _checked_output_dir(request: TunixRunRequest, run_id: uuid.UUID) -> str:
     return output_dir
 
 
+def _checked_model_id(request: TunixRunRequest) -> TunixRunRequest:
+    """The request with the model_id the trainer gets (docs/decisions.md#model-roots)."""
+    try:
+        model_id = model_id_resolve(request.model_id)
+    except ModelIdRefused as exc:
+        raise InvalidRunRequest("model_id", str(exc)) from None
+    if model_id == request.model_id:
+        return request
+    return request.model_copy(update={"model_id": model_id})
+
+
 def _supervised_by_this_process(run: TunixRun, now: datetime) -> None:
     pid = os.getpid()
     run.supervisor_host = host_name()
@@ -197,6 +209,7 @@ def _new_run(request: TunixRunRequest, *, mode: str, status: str, actor: Actor) 
     """
     run_id = uuid.uuid4()
     output_dir = _checked_output_dir(request, run_id)
+    request = _checked_model_id(request)
     now = timezone.now()
     return TunixRun(
         run_id=run_id,
