@@ -33,6 +33,8 @@ def test_detail_returns_the_stored_payload(client: Client) -> None:
         "created_at": "2026-01-02T03:04:05.678000Z",
         "trace_version": "1.0",
         "payload": trace.payload,
+        # Additive: who created it (null: a factory's trace has no creator).
+        "created_by": None,
     }
     assert set(response.json()["payload"]) == {
         "trace_version",
@@ -137,7 +139,14 @@ def test_compare_returns_both_traces_with_baseline_scores_not_stored(client: Cli
     assert body["base"]["score"] == 6.0
     assert body["other"]["score"] == 100.0
     assert body["other"]["payload"] == other.payload
-    assert set(body["base"]) == {"id", "created_at", "score", "trace_version", "payload"}
+    assert set(body["base"]) == {
+        "id",
+        "created_at",
+        "score",
+        "trace_version",
+        "payload",
+        "created_by",
+    }
     assert not base.scores.exists()
 
 
