@@ -51,6 +51,16 @@
     }
   });
 
+  // A poll waits while something it would replace is open (data-poll-paused-by names it).
+  // htmx trigger filters would need eval, which the CSP forbids (docs/decisions.md#security-headers).
+  document.addEventListener("htmx:confirm", function (event) {
+    var selector = event.detail.elt.getAttribute("data-poll-paused-by");
+    // A poll has no triggering event; an event such as runs:changed still refreshes at once.
+    if (selector && !event.detail.triggeringEvent && document.querySelector(selector)) {
+      event.preventDefault();
+    }
+  });
+
   document.addEventListener("htmx:beforeRequest", function (event) {
     var found = errorBox(event.detail.elt);
     if (found && found.box) {
