@@ -46,6 +46,9 @@ _DESCRIPTIONS = {
     "400": "Malformed request (for instance a body that is not JSON)",
     "413": "Request body too large",
     "422": "Request validation failed; `loc` names the field",
+    "401": "No usable credentials: none, or a bad or revoked token (WWW-Authenticate: Bearer)",
+    "403": "Authenticated, but without the permission this operation needs",
+    "415": "The request body is not application/json",
 }
 
 
@@ -119,8 +122,10 @@ class RegistryAPI(NinjaAPI):
                 codes = []
                 if operation.get("parameters") or "requestBody" in operation:
                     codes.append("422")
+                if operation.get("security"):
+                    codes += ["401", "403"]
                 if "requestBody" in operation:
-                    codes += ["400", "413"]
+                    codes += ["400", "413", "415"]
                 documented = {str(code) for code in responses}
                 for code in codes:
                     if code not in documented:
