@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.contrib.auth import get_user_model
+from django.db.models import Count, F, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from runs.models import (
@@ -96,8 +97,11 @@ def run_list(
     if mode:
         qs = qs.filter(mode=mode)
     if launched_by:
-        # One query: the user's row by its unique username, then the launcher index.
-        qs = qs.filter(launched_by__username=launched_by)
+        # The user's id as a subquery (its unique username), so that the page walks
+        # the launcher's index; a join on the username would walk every run instead.
+        # An unknown username is NULL, which matches nothing.
+        launcher = get_user_model().objects.filter(username=launched_by).values("pk")[:1]
+        qs = qs.filter(launched_by=Subquery(launcher))
     if cursor:
         created_at, run_id = cursor_decode(cursor)
         # `created_at <= X` bounds the index scan; the exclusion drops X's own

@@ -371,3 +371,32 @@ def test_actor_values_are_short_texts() -> None:
     assert Actor.worker("w" * 300, "host").label.startswith("worker:www")
     assert len(Actor.worker("w" * 300, "host").label) == 255
     assert Actor.of(None).label == "anonymous" and COMMAND.label == "command"
+
+
+@pytest.mark.postgres_only
+def test_the_launcher_filter_walks_the_launcher_index_without_a_sort(
+    user_factory: Callable[..., Any],
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL query plan")
+    from runs.selectors import run_list
+
+    alice = user_factory(username="alice")
+    TunixRunFactory.create_batch(3, launched_by=alice)
+    TunixRunFactory.create_batch(3)
+    with connection.cursor() as cursor:
+        # A tiny table would be read sequentially; rule that out so the plan shows
+        # which index the filtered page can use.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    for filters, index in (
+        ({"launched_by": "alice"}, "run_list_launcher_idx"),
+        ({"launched_by": "alice", "status": "completed"}, "run_list_launcher_status_idx"),
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            page = run_list(**filters)
+        assert len(page.items) == 3 and len(queries.captured_queries) == 1
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {queries.captured_queries[0]['sql']}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert f"Index Scan using {index}" in plan, plan
+        assert "Sort" not in plan, plan
