@@ -61,6 +61,23 @@ def _csrf_failure(request: HttpRequest) -> bool:
     return check.process_view(request, _no_view, (), {}) is not None
 
 
+def _from_another_site(request: HttpRequest) -> bool:
+    """True when a browser says this request comes from a page of another site.
+
+    Without credentials there is no CSRF token to check, yet a page elsewhere
+    can still send a bodiless POST (`fetch(..., {mode: "no-cors"})`) to a server
+    open to anonymous writes. Browsers name the sender (`Sec-Fetch-Site`,
+    `Origin`); scripts and curl send neither, so API clients are unaffected.
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = f"{request.scheme}://{request.get_host()}"
+    return origin != own and origin not in settings.CSRF_TRUSTED_ORIGINS
+
+
 def anonymous_permissions() -> frozenset[str]:
     mode = settings.TUNIX_ANONYMOUS_ACCESS
     if mode == "write":
@@ -100,6 +117,8 @@ def require(request: HttpRequest, permission: str) -> Any:
             raise AccessDenied(403, "Permission denied")
         return user
     if permission in anonymous_permissions():
+        if request.method not in SAFE_METHODS and _from_another_site(request):
+            raise AccessDenied(403, "Cross-site request refused")
         return user
     raise AccessDenied(401, "Authentication required")
 

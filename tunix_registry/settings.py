@@ -308,10 +308,13 @@ TUNIX_OUTPUT_ROOTS = [
 ]
 
 # Directories a local run may load a checkpoint from (`model_id` given as a
-# path must lie under one of them).
+# path must lie under one of them): by default the data directory's models and
+# the registry's own run outputs (to train on from a finished run's `model/`).
 TUNIX_MODEL_ROOTS = [
     Path(p).expanduser().resolve()
-    for p in env_list("TUNIX_MODEL_ROOTS", [str(DATA_DIR / "models")], sep=":")
+    for p in env_list(
+        "TUNIX_MODEL_ROOTS", [str(DATA_DIR / "models"), str(DATA_DIR / "outputs")], sep=":"
+    )
 ]
 
 # --- Workers ---------------------------------------------------------------

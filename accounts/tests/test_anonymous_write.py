@@ -126,10 +126,6 @@ def test_a_session_write_still_needs_its_csrf_token(launcher: Any, endpoint: End
     assert state() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="anonymous bodyless cross-site POSTs pass (LOG.md: [access] FINDING ... cross-site)",
-)
 @pytest.mark.parametrize(
     "headers",
     [{"HTTP_ORIGIN": EVIL}, {"HTTP_SEC_FETCH_SITE": "cross-site", "HTTP_ORIGIN": EVIL}],
