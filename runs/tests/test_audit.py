@@ -388,12 +388,12 @@ def test_the_launcher_filter_walks_the_launcher_index_without_a_sort(
         # A tiny table would be read sequentially; rule that out so the plan shows
         # which index the filtered page can use.
         cursor.execute("SET LOCAL enable_seqscan = off")
-    for filters, index in (
-        ({"launched_by": "alice"}, "run_list_launcher_idx"),
-        ({"launched_by": "alice", "status": "completed"}, "run_list_launcher_status_idx"),
+    for status, index in (
+        (None, "run_list_launcher_idx"),
+        ("completed", "run_list_launcher_status_idx"),
     ):
         with CaptureQueriesContext(connection) as queries:
-            page = run_list(**filters)
+            page = run_list(launched_by="alice", status=status)
         assert len(page.items) == 3 and len(queries.captured_queries) == 1
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {queries.captured_queries[0]['sql']}")
