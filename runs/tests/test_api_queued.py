@@ -142,7 +142,7 @@ def test_status_404_and_422(client: Client, openapi: dict[str, Any]) -> None:
 
 def test_cancel_a_pending_run_ends_it_at_once(client: Client, openapi: dict[str, Any]) -> None:
     run_id = launch(client, BODY).json()["run_id"]
-    response = client.post(f"/api/tunix/runs/{run_id}/cancel")
+    response = client.post(f"/api/tunix/runs/{run_id}/cancel", content_type="application/json")
     assert response.status_code == 200
     assert_fits(openapi, "/api/tunix/runs/{run_id}/cancel", "post", response)
     assert response.json() == {"message": "Run cancellation requested", "status": "cancelled"}
@@ -151,7 +151,7 @@ def test_cancel_a_pending_run_ends_it_at_once(client: Client, openapi: dict[str,
     assert run.message == "Dry-run execution cancelled"
     events = [(e.from_status, e.to_status) for e in RunEvent.objects.filter(run=run)]
     assert events == [(None, "pending"), ("pending", "cancelled")]
-    again = client.post(f"/api/tunix/runs/{run_id}/cancel")
+    again = client.post(f"/api/tunix/runs/{run_id}/cancel", content_type="application/json")
     assert again.status_code == 400
     assert again.json() == {"detail": "Run is already in terminal state: cancelled"}
     assert_fits(openapi, "/api/tunix/runs/{run_id}/cancel", "post", again)
@@ -159,7 +159,7 @@ def test_cancel_a_pending_run_ends_it_at_once(client: Client, openapi: dict[str,
 
 def test_cancel_a_running_run_requests_it(client: Client) -> None:
     run = TunixRunFactory.create(status=RunStatus.RUNNING, mode="local")
-    response = client.post(f"/api/tunix/runs/{run.run_id}/cancel")
+    response = client.post(f"/api/tunix/runs/{run.run_id}/cancel", content_type="application/json")
     assert response.json() == {
         "message": "Run cancellation requested",
         "status": "cancel_requested",
@@ -170,20 +170,28 @@ def test_cancel_a_running_run_requests_it(client: Client) -> None:
         run=run, from_status="running", to_status="cancel_requested"
     ).exists()
     # Asking again while the supervisor stops it changes nothing.
-    assert client.post(f"/api/tunix/runs/{run.run_id}/cancel").status_code == 200
+    assert (
+        client.post(
+            f"/api/tunix/runs/{run.run_id}/cancel", content_type="application/json"
+        ).status_code
+        == 200
+    )
     assert RunEvent.objects.filter(run=run).count() == 1
 
 
 def test_cancel_errors(client: Client) -> None:
     missing = uuid.uuid4()
-    response = client.post(f"/api/tunix/runs/{missing}/cancel")
+    response = client.post(f"/api/tunix/runs/{missing}/cancel", content_type="application/json")
     assert response.status_code == 404
     assert response.json() == {"detail": f"Tunix run not found: {missing}"}
     done = TunixRunFactory.create(status=RunStatus.FAILED)
-    refused = client.post(f"/api/tunix/runs/{done.run_id}/cancel")
+    refused = client.post(f"/api/tunix/runs/{done.run_id}/cancel", content_type="application/json")
     assert refused.status_code == 400
     assert refused.json() == {"detail": "Run is already in terminal state: failed"}
-    assert client.post("/api/tunix/runs/nope/cancel").status_code == 422
+    assert (
+        client.post("/api/tunix/runs/nope/cancel", content_type="application/json").status_code
+        == 422
+    )
 
 
 # --- Logs -------------------------------------------------------------------------------

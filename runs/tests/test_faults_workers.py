@@ -223,7 +223,7 @@ def test_cancel_a_pending_run_and_a_running_run_whose_trainer_ignores_sigterm(
 
     harness.wait_for(trainer_and_child, timeout=RUN_SECONDS, what="the trainer and its child")
 
-    response = client.post(f"/api/tunix/runs/{waiting}/cancel")
+    response = client.post(f"/api/tunix/runs/{waiting}/cancel", content_type="application/json")
     assert response.status_code == 200, response.content
     assert response.json()["message"] == "Run cancellation requested"
     cancelled = TunixRun.objects.get(pk=waiting)
@@ -234,7 +234,7 @@ def test_cancel_a_pending_run_and_a_running_run_whose_trainer_ignores_sigterm(
     task = DBTaskResult.objects.get(id=cancelled.task_id)
     assert task.status != "READY", "a cancelled run's task is not left for a worker"
 
-    response = client.post(f"/api/tunix/runs/{stubborn}/cancel")
+    response = client.post(f"/api/tunix/runs/{stubborn}/cancel", content_type="application/json")
     assert response.status_code == 200, response.content
     assert response.json()["message"] == "Run cancellation requested"
     ended = wait_terminal(harness, stubborn)
@@ -252,7 +252,7 @@ def test_cancel_a_pending_run_and_a_running_run_whose_trainer_ignores_sigterm(
     # SIGKILL after the grace period took the trainer and the child that ignored SIGTERM.
     harness.wait_no_trainers()
 
-    response = client.post(f"/api/tunix/runs/{stubborn}/cancel")
+    response = client.post(f"/api/tunix/runs/{stubborn}/cancel", content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"detail": "Run is already in terminal state: cancelled"}
 

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
@@ -107,8 +108,9 @@ def test_unknown_runs_and_other_methods(client: Client) -> None:
     assert status_of(run) == RunStatus.PENDING
 
 
-def test_csrf_refuses_a_post_without_the_token_or_from_another_origin() -> None:
+def test_csrf_refuses_a_post_without_the_token_or_from_another_origin(launcher: User) -> None:
     client = Client(enforce_csrf_checks=True)
+    client.force_login(launcher)
     run = pending_run()
     url = reverse("runs:cancel", args=[run.run_id])
     # No token at all (a form on another site cannot read ours).
@@ -132,8 +134,9 @@ def test_csrf_refuses_a_post_without_the_token_or_from_another_origin() -> None:
     assert status_of(run) == RunStatus.CANCELLED
 
 
-def test_htmx_posts_carry_the_token_from_the_body_headers() -> None:
+def test_htmx_posts_carry_the_token_from_the_body_headers(launcher: User) -> None:
     client = Client(enforce_csrf_checks=True)
+    client.force_login(launcher)
     run = pending_run()
     page = client.get(reverse("runs:detail", args=[run.run_id])).content.decode()
     match = re.search(r"hx-headers='\{\"X-CSRFToken\": \"([^\"]+)\"\}'", page)
