@@ -27,6 +27,8 @@ def restart_env(data_dir: Path) -> dict[str, str]:
         DJANGO_SECRET_KEY="restart-test-key-not-secret",
         TUNIX_REGISTRY_LOG_LEVEL="WARNING",
         WEB_CONCURRENCY="1",
+        # The test is about restarts, not access: anyone may launch on this server.
+        TUNIX_ANONYMOUS_ACCESS="write",
     )
 
 
