@@ -3,8 +3,10 @@
 #   scripts/fuzz.sh [DATABASE_URL]
 # Starts gunicorn (the production config) on a free loopback port against the
 # given database (the embedded SQLite in a throwaway data directory when none
-# is given), migrates, loads the demo so reads find data, runs schemathesis
-# over /api/openapi.json with a fixed seed and stops the server again.
+# is given), migrates, loads the demo so reads find data, creates a launcher
+# `fuzz` with an API token, runs schemathesis over /api/openapi.json with that
+# token on every request (and `ignored_auth`: without it every protected
+# operation must refuse) with a fixed seed, and stops the server again.
 # Local runs cannot start: the Tunix runtime module is one that does not exist
 # (a local run is a 501) and the trainer command is `false` besides. No worker
 # runs, so runs launched with mode=async stay pending; a log stream of one of
@@ -27,10 +29,17 @@ export TUNIX_REGISTRY_DATA_DIR="$work/data"
 export TUNIX_RUNTIME_MODULE=tunix_registry_fuzz_has_no_runtime
 export TUNIX_TRAINER_COMMAND=false
 export TUNIX_LOG_STREAM_SECONDS=1
+# Credentials are required (the default), whatever this shell says.
+export TUNIX_ANONYMOUS_ACCESS=none
 if [ -n "${1:-}" ]; then export DATABASE_URL="$1"; shift; else unset DATABASE_URL; fi
 
 $bin/python manage.py migrate --verbosity 0
 $bin/python manage.py load_demo
+# The fuzzer acts as a launcher, through a real token: it reaches every
+# operation past authentication, reads and writes alike.
+DJANGO_USER_PASSWORD="$($bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')" \
+  $bin/python manage.py create_user fuzz --role launcher
+token="$($bin/python manage.py issue_token fuzz --name fuzz | tail -n 1)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
 $bin/gunicorn tunix_registry.wsgi:application --config python:tunix_registry.gunicorn_conf \
@@ -51,7 +60,8 @@ repo="$PWD"
   PYTHONPATH="$repo/scripts" SCHEMATHESIS_HOOKS=fuzz_hooks \
     "$repo/$bin/st" --config-file "$repo/scripts/schemathesis.toml" \
     run "http://127.0.0.1:$port/api/openapi.json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
+    -H "Authorization: Bearer $token" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance,ignored_auth \
     --seed 20261202 --generation-database none \
     --max-examples 80 --workers 2 --request-timeout 30 --max-time 300 \
     --report-dir "$work/report" --no-color "$@"

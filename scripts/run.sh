@@ -71,9 +71,12 @@ worker_pid=$!
 
 echo
 echo "Tunix Registry: http://$host:$port/"
-echo "  admin:  http://$host:$port/admin/  user 'admin', password $(cat "$pw_file")  (kept in $pw_file)"
-echo "  API:    http://$host:$port/api/docs"
-echo "  worker: one, queue ${TUNIX_DEFAULT_QUEUE:-default} (pid $worker_pid), log in $worker_log"
+echo "  sign in: http://$host:$port/accounts/login/  user 'admin', password $(cat "$pw_file")  (kept in $pw_file)"
+echo "  admin:   http://$host:$port/admin/"
+echo "  API:     http://$host:$port/api/docs  (send 'Authorization: Bearer <token>')"
+echo "  users:   $py manage.py create_user NAME --role viewer|launcher|admin"
+echo "  tokens:  $py manage.py issue_token NAME --name LABEL  (the secret is the last line)"
+echo "  worker:  one, queue ${TUNIX_DEFAULT_QUEUE:-default} (pid $worker_pid), log in $worker_log"
 echo
 # Show each request in the terminal (production leaves access lines off).
 export GUNICORN_ACCESSLOG="${GUNICORN_ACCESSLOG:--}"
