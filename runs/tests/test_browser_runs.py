@@ -10,7 +10,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,8 @@ WIDE_ELEMENTS_JS = """
   .map((el) => el.tagName + "." + el.className + " " + Math.round(el.getBoundingClientRect().right))
 """
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The launcher who signs in on the registry that the `registry` fixture starts.
+REGISTRY_LAUNCHER = "registry-launcher"
 
 
 def open_history(page: Page) -> None:
@@ -262,14 +264,18 @@ def test_a_local_launch_lands_on_the_pending_run_which_is_cancelled_after_confir
 
 
 def test_without_javascript_cancel_goes_through_a_confirmation_page(
-    browser: Any, live_server: Any
+    browser: Any, live_server: Any, user_factory: Callable[..., Any]
 ) -> None:
     from playwright.sync_api import expect
+
+    from conftest import sign_in
 
     run = TunixRunFactory.create(status=RunStatus.PENDING, mode=RunMode.LOCAL, queue="default")
     context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
     try:
         page = context.new_page()
+        # The login form works without JavaScript too.
+        sign_in(page, user_factory("launcher", username="no-js-launcher").username)
         page.goto(f"/runs/{run.run_id}/")
         page.get_by_test_id("run:cancel").click()
         expect(page).to_have_url(re.compile(rf"/runs/{run.run_id}/cancel/$"))
@@ -431,12 +437,16 @@ def registry(tmp_path: Path) -> Iterator[tuple[Harness, Web, Path]]:
     Real processes, as a user runs them; the browser talks to that gunicorn. The
     worker's trainer is the fake trainer (runs/tests/fake_trainer.py).
     """
+    from conftest import BROWSER_PASSWORD
     from runs.tests.faults import Harness, manage
 
     harness = Harness(root=tmp_path / "registry", database_url="")
     data_dir = harness.data_dir("data")
     trainer = {"TUNIX_TRAINER_COMMAND": shlex.join([sys.executable, str(FAKE_TRAINER)])}
     manage(harness.worker_env(data_dir), "migrate", "--noinput", "-v", "0")
+    # The person at the browser: a launcher of this registry's own database.
+    launcher = {**harness.worker_env(data_dir), "DJANGO_USER_PASSWORD": BROWSER_PASSWORD}
+    manage(launcher, "create_user", REGISTRY_LAUNCHER, "--role", "launcher")
     harness.worker("browser-w1", data_dir=data_dir, lease_seconds=30, **trainer)
     web = harness.web("web", data_dir=data_dir)
     code, _ = web.call("POST", "/api/traces/batch", [make_payload(), make_payload()])
@@ -466,11 +476,14 @@ def test_runs_on_a_real_worker_move_on_their_page_and_cancel_from_it(
 ) -> None:
     from playwright.sync_api import expect
 
+    from conftest import sign_in
+
     harness, web, data_dir = registry
     context = browser.new_context(base_url=web.base, viewport={"width": 1100, "height": 900})
     context.set_default_timeout(60_000)  # a loaded machine: these bound a hang, not speed
     try:
         page = context.new_page()
+        sign_in(page, REGISTRY_LAUNCHER)
         watched = launch_from_form(page, "fake-stream")
         page.evaluate("window.stillTheSamePage = true")
         status = page.get_by_test_id("run:status")
