@@ -20,13 +20,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from ninja.security.base import AuthBase
+from ninja.utils import check_csrf
 
 from accounts.roles import READ_PERMISSIONS, WRITE_PERMISSIONS
 from accounts.services import token_user
 from tunix_registry.rendering import json_response
 
+# The methods that change nothing (as Django's CSRF check counts them).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # The value of a 401's WWW-Authenticate header.
 CHALLENGE = 'Bearer realm="tunix-registry"'
@@ -47,18 +48,6 @@ def access_denied_response(exc: AccessDenied) -> HttpResponse:
     if exc.status == 401:
         response["WWW-Authenticate"] = CHALLENGE
     return response
-
-
-def _no_view(request: HttpRequest) -> HttpResponse:  # pragma: no cover - never called
-    return HttpResponse(status=204)
-
-
-def _csrf_failure(request: HttpRequest) -> bool:
-    """True when Django's CSRF check refuses this (session-authenticated) request."""
-    check = CsrfViewMiddleware(_no_view)
-    request.csrf_processing_done = False  # type: ignore[attr-defined]
-    check.process_request(request)
-    return check.process_view(request, _no_view, (), {}) is not None
 
 
 def _from_another_site(request: HttpRequest) -> bool:
@@ -103,7 +92,7 @@ def identify(request: HttpRequest, permission: str | None = None) -> Any:
         return user
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        if request.method not in SAFE_METHODS and _csrf_failure(request):
+        if request.method not in SAFE_METHODS and check_csrf(request) is not None:
             raise AccessDenied(403, "CSRF check failed")
         return user
     return AnonymousUser()

@@ -14,9 +14,9 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-View = TypeVar("View", bound=Callable[..., Any])
+from accounts.access import SAFE_METHODS
 
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def action_permission(permission: str) -> Callable[[View], View]:
@@ -36,7 +36,7 @@ def write_permission(permission: str) -> Callable[[View], View]:
     def decorator(view: View) -> View:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if request.method not in _READ_METHODS:
+            if request.method not in SAFE_METHODS:
                 require_permission(request, permission)
             return view(request, *args, **kwargs)
 

@@ -35,11 +35,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django_htmx.middleware import HtmxMiddleware
 
+from accounts.access import SAFE_METHODS
 from tunix_registry.rendering import json_response
 
 API_PREFIX = "/api/"
 _READ_CHUNK = 64 * 1024
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ApiMiddleware:
         everything else closes that path before authentication is even tried
         (docs/decisions.md#accounts).
         """
-        if request.method in _SAFE_METHODS:
+        if request.method in SAFE_METHODS:
             return None
         content_type = request.META.get("CONTENT_TYPE", "")
         media_type = content_type.split(";", 1)[0].strip().lower()
