@@ -28,7 +28,7 @@ class TokenCreateForm(forms.Form):
 
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"]
-        if selectors.user_tokens(self.user).filter(name=name, revoked_at__isnull=True).exists():
+        if selectors.live_token(self.user, name) is not None:
             raise forms.ValidationError(
                 "You already have a live token with this name: "
                 "choose another, or revoke that one first.",

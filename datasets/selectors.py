@@ -7,12 +7,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from datasets.exports import RENDERERS, check_format
 from datasets.keys import dataset_key_validate
 from datasets.models import Dataset, DatasetMember
 from traces.models import Trace
+from tunix_registry.actors import with_username
 from tunix_registry.timestamps import utc_iso
 
 # Members read per query while streaming an export: one range of positions,
@@ -41,15 +42,10 @@ def trace_export_rows(queryset: QuerySet[Trace]) -> Iterator[ExportRow]:
         yield export_row(*row)
 
 
-def _with_creator(qs: QuerySet[Dataset]) -> QuerySet[Dataset]:
-    """Datasets with their builder's username (`created_by_name`) joined in."""
-    return qs.annotate(created_by_username=F("created_by__username"))
-
-
 def dataset_get(*, key: str) -> Dataset | None:
     """The dataset with this key, or None. Raises InvalidDatasetKey for an invalid key."""
     dataset_key_validate(key)
-    return _with_creator(Dataset.objects.filter(key=key)).first()
+    return with_username(Dataset.objects.filter(key=key), "created_by").first()
 
 
 def dataset_build_id(*, key: str) -> uuid.UUID | None:
@@ -66,9 +62,9 @@ def dataset_build_id(*, key: str) -> uuid.UUID | None:
 def dataset_list(*, limit: int, offset: int) -> list[Dataset]:
     """`limit` datasets from `offset`, newest first (created_at, then id)."""
     return list(
-        _with_creator(Dataset.objects.order_by("-created_at", "-id")).defer("filters", "stats")[
-            offset : offset + limit
-        ]
+        with_username(Dataset.objects.order_by("-created_at", "-id"), "created_by").defer(
+            "filters", "stats"
+        )[offset : offset + limit]
     )
 
 

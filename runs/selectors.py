@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Q, Subquery, Sum
 from django.utils import timezone
 
 from runs.models import (
@@ -25,6 +25,7 @@ from runs.models import (
     TunixRun,
     TunixWorker,
 )
+from tunix_registry.actors import with_username
 
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
@@ -60,11 +61,6 @@ def cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
         return created_at, uuid.UUID(run_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not a valid page cursor") from None
-
-
-def _with_launcher(qs: QuerySet[TunixRun]) -> QuerySet[TunixRun]:
-    """Runs with their launcher's username (`launched_by_name`) joined in, not a query each."""
-    return qs.annotate(launched_by_username=F("launched_by__username"))
 
 
 def run_list(
@@ -116,11 +112,15 @@ def run_list(
         # only those rows, in the same order.
         ids = qs.values_list("run_id", flat=True)[offset : offset + limit + 1]
         rows = list(
-            _with_launcher(TunixRun.objects.filter(run_id__in=list(ids))).defer(*LIST_DEFERRED)
+            with_username(TunixRun.objects.filter(run_id__in=list(ids)), "launched_by").defer(
+                *LIST_DEFERRED
+            )
         )
         rows.sort(key=lambda run: (run.created_at, run.run_id), reverse=True)
     else:
-        rows = list(_with_launcher(qs).defer(*LIST_DEFERRED)[offset : offset + limit + 1])
+        rows = list(
+            with_username(qs, "launched_by").defer(*LIST_DEFERRED)[offset : offset + limit + 1]
+        )
     has_more = len(rows) > limit
     items = rows[:limit]
     return RunPage(
@@ -136,7 +136,7 @@ def run_list(
 
 def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
     """One run, all columns, its launcher's username; or None (API detail, run page, commands)."""
-    return _with_launcher(TunixRun.objects.filter(pk=run_id)).first()
+    return with_username(TunixRun.objects.filter(pk=run_id), "launched_by").first()
 
 
 def run_finished_exists(*, run_id: uuid.UUID) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Substr
 
 from traces.models import Score, Trace
+from tunix_registry.actors import with_username
 
 PROMPT_PREVIEW_CHARS = 120
 
@@ -21,11 +22,7 @@ def _newest_first() -> QuerySet[Trace]:
 
 def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
     """One trace with its payload and its creator's username (`created_by_name`), or None."""
-    return (
-        Trace.objects.filter(pk=trace_id)
-        .annotate(created_by_username=F("created_by__username"))
-        .first()
-    )
+    return with_username(Trace.objects.filter(pk=trace_id), "created_by").first()
 
 
 def trace_exists(*, trace_id: uuid.UUID) -> bool:

@@ -11,13 +11,16 @@ pages from `request.user`, commands from `--as USERNAME`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
+from django.db.models import F, Model, QuerySet
+
+from accounts.management.users import user_named
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+M = TypeVar("M", bound=Model)
 
 # The longest actor text a RunEvent holds (a username is at most 150 characters).
 ACTOR_MAX_LENGTH = 255
@@ -62,20 +65,19 @@ def command_user(username: str | None) -> User | None:
     Raises CommandError for an unknown or deactivated user: a command never
     credits its work to someone who cannot sign in.
     """
-    if not username:
-        return None
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise CommandError(f"No user named {username!r}")
-    if not user.is_active:
-        raise CommandError(f"User {username!r} is deactivated")
-    return user
+    return user_named(username, active=True) if username else None
 
 
 def command_actor(username: str | None) -> Actor:
     """`Actor.of` the `--as` user, else COMMAND."""
     user = command_user(username)
     return COMMAND if user is None else Actor.of(user)
+
+
+def with_username(qs: QuerySet[M], field: str) -> QuerySet[M]:
+    """`qs` with `<field>_username` annotated: the user's name joined into the same query,
+    as `username_of` reads it."""
+    return qs.annotate(**{f"{field}_username": F(f"{field}__username")})
 
 
 def username_of(row: Any, field: str) -> str | None:

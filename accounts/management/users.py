@@ -7,8 +7,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from accounts.models import ApiToken
-
 
 def user_named(username: str, *, active: bool = False) -> Any:
     """The user called `username`; CommandError when there is none (or, with `active`, inactive)."""
@@ -18,7 +16,3 @@ def user_named(username: str, *, active: bool = False) -> Any:
     if active and not user.is_active:
         raise CommandError(f"User '{username}' is inactive.")
     return user
-
-
-def live_token_named(user: Any, name: str) -> ApiToken | None:
-    return ApiToken.objects.filter(user=user, name=name, revoked_at__isnull=True).first()

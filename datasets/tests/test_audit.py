@@ -108,7 +108,7 @@ def test_build_dataset_as_a_user_or_nobody(user_factory: Callable[..., Any]) -> 
         "cmd-v1": alice.pk,
         "cmd-v2": None,
     }
-    with pytest.raises(CommandError, match="No user named 'bob'"):
+    with pytest.raises(CommandError, match="There is no user 'bob'"):
         call_command("build_dataset", "cmd", "v3", "--as", "bob", stderr=StringIO())
     assert not Dataset.objects.filter(key="cmd-v3").exists()
 

@@ -268,9 +268,9 @@ def test_tunix_run_refuses_an_unknown_or_deactivated_user(
     user_factory: Callable[..., Any],
 ) -> None:
     user_factory(username="gone", is_active=False)
-    with pytest.raises(CommandError, match="No user named 'nobody'"):
+    with pytest.raises(CommandError, match="There is no user 'nobody'"):
         call_command("tunix_run", "demo-v1", "m", "--as", "nobody", stdout=StringIO())
-    with pytest.raises(CommandError, match="'gone' is deactivated"):
+    with pytest.raises(CommandError, match="'gone' is inactive"):
         call_command("tunix_run", "demo-v1", "m", "--as", "gone", stdout=StringIO())
     assert not TunixRun.objects.exists()
 

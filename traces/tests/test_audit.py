@@ -105,7 +105,7 @@ def test_import_traces_as_a_user_or_nobody(
     call_command("import_traces", str(path), "--no-progress", "--as", "alice", stdout=StringIO())
     call_command("import_traces", str(path), "--no-progress", stdout=StringIO())
     assert creators() == [None, "alice"]
-    with pytest.raises(CommandError, match="No user named 'bob'"):
+    with pytest.raises(CommandError, match="There is no user 'bob'"):
         call_command("import_traces", str(path), "--no-progress", "--as", "bob")
     assert Trace.objects.count() == 2
 

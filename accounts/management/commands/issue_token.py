@@ -13,8 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError
 
-from accounts.management.users import live_token_named, user_named
+from accounts.management.users import user_named
 from accounts.models import ApiToken
+from accounts.selectors import live_token
 from accounts.services import token_issue
 
 NAME_MAX = ApiToken._meta.get_field("name").max_length or 100
@@ -36,7 +37,7 @@ class Command(BaseCommand):
             f"User '{user.username}' already has a live token named '{name}': revoke it "
             f"(manage.py revoke_token {user.username} --name {name}) or choose another name."
         )
-        if live_token_named(user, name) is not None:
+        if live_token(user, name) is not None:
             raise CommandError(duplicate)
         try:
             issued = token_issue(user, name)

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.management.users import live_token_named, user_named
+from accounts.management.users import user_named
+from accounts.selectors import live_token
 from accounts.services import token_revoke
 
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         user = user_named(options["username"])
         name: str = options["name"].strip()
-        token = live_token_named(user, name)
+        token = live_token(user, name)
         if token is None or not token_revoke(token):
             raise CommandError(f"User '{user.username}' has no live token named '{name}'.")
         self.stdout.write(f"Revoked token '{name}' of {user.username} ({token.prefix}…).")
