@@ -168,6 +168,8 @@ def _manifest_for(run: TunixRun, request: TunixRunRequest, *, output_dir: str) -
 
 
 def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
+    from runs.trainer.errors import TrainerError
+
     key = run.dataset_key
     dataset = dataset_get(key=key)
     if dataset is None:
@@ -212,9 +214,72 @@ def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
         "\n"
         "To execute this run, set dry_run=false in the request.\n"
     )
+    try:
+        preflight_lines = _dry_run_preflight(run, request)
+    except TrainerError as exc:
+        return RunOutcome(
+            status=RunStatus.FAILED,
+            stderr=exc.reason,
+            message=f"Dry-run failed: preflight: {_first_words(exc.reason)}",
+        )
+    stdout += "\nPreflight:\n" + "".join(f"- {line}\n" for line in preflight_lines)
     return RunOutcome(
         status=RunStatus.COMPLETED, stdout=stdout, message="Dry-run validation successful"
     )
+
+
+DEVICE_MEMORY_LABEL = "the workers' devices (TUNIX_DEVICE_MEMORY_BYTES)"
+
+
+def _dry_run_preflight(run: TunixRun, request: TunixRunRequest) -> list[str]:
+    """The trainer's own preflight on what the local run would be given; its report's lines.
+
+    The same manifest (as the trainer would parse it, in the trainer's environment) and the
+    dataset's export, read in memory; device memory from TUNIX_DEVICE_MEMORY_BYTES, else this
+    machine's (docs/decisions.md#preflight). Raises the TrainerError the trainer would end with.
+    Imported here: the trainer's modules are needed by dry-runs only.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from datasets.selectors import dataset_export_lines
+    from runs.trainer.data import records_from_lines
+    from runs.trainer.errors import DatasetError
+    from runs.trainer.manifest import parse_manifest
+    from runs.trainer.preflight import DeviceInfo, host_device, preflight
+
+    text = _manifest_for(run, request, output_dir=str(output_dir_absolute(run.output_dir)))
+    environ = trainer_environment()
+    try:
+        lines = dataset_export_lines(key=run.dataset_key, fmt="tunix_sft")
+    except LookupError:
+        raise DatasetError(f"dataset not found: {run.dataset_key}") from None
+    records = records_from_lines(lines)
+    if not records:
+        raise DatasetError(f"dataset is empty: {run.dataset_key}")
+    memory = settings.TUNIX_DEVICE_MEMORY_BYTES
+    device = (
+        DeviceInfo(platform="accelerator", memory_bytes=memory, label=DEVICE_MEMORY_LABEL)
+        if memory
+        else host_device()
+    )
+    with tempfile.TemporaryDirectory(prefix="tunix-dry-run-") as directory:
+        manifest = parse_manifest(
+            yaml.safe_load(text),
+            manifest_path=Path(directory) / "manifest.yaml",
+            environ=environ,
+        )
+        offline = environ.get("HF_HUB_OFFLINE") == "1"
+        return preflight(manifest, records, device=device, hub_offline=offline).lines()
+
+
+def _first_words(reason: str, limit: int = 120) -> str:
+    """The head of a trainer reason, up to its first ': ' or ' (' (for the run's message)."""
+    cut = min((i for i in (reason.find(": "), reason.find(" (")) if i > 0), default=len(reason))
+    head = reason[:cut]
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "\u2026"
 
 
 # --- Local run --------------------------------------------------------------------------

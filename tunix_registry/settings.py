@@ -317,6 +317,12 @@ TUNIX_MODEL_ROOTS = [
     )
 ]
 
+# The memory (bytes) of the devices the workers train on, for the dry-run's
+# preflight estimate; unset or 0: this machine's available memory.
+TUNIX_DEVICE_MEMORY_BYTES: int | None = (
+    env_int("TUNIX_DEVICE_MEMORY_BYTES", 0, minimum=0, maximum=1 << 50) or None
+)
+
 # --- Workers ---------------------------------------------------------------
 # The queues runs may be sent to (a launch's `queue` must be one of them); workers
 # name the ones they take (`manage.py run_worker --queues gpu`).

@@ -10,7 +10,7 @@ cheap to test.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +34,17 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One tokenised conversation: its ids and, per id, whether the loss counts it."""
+    """One tokenised conversation: its ids and, per id, whether the loss counts it.
+
+    `total_tokens` is its length before truncation to max_seq_length; `prompt_tokens` the number
+    of tokens before the model's turn (where the loss starts).
+    """
 
     tokens: np.ndarray
     loss_mask: np.ndarray
     truncated: bool
+    total_tokens: int = 0
+    prompt_tokens: int = 0
 
 
 def read_records(path: Path) -> list[Record]:
@@ -47,20 +53,25 @@ def read_records(path: Path) -> list[Record]:
         raise DatasetError(f"dataset file not found: {path}")
     if not path.is_file():
         raise DatasetError(f"dataset path is not a file: {path}")
-    records: list[Record] = []
     try:
         with path.open(encoding="utf-8") as handle:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                records.append(Record(line=number, text=_prompts_of(line, number)))
+            records = records_from_lines(handle)
     except UnicodeDecodeError:
         raise DatasetError(f"dataset is not UTF-8 text: {path}") from None
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {exc.strerror or exc}") from None
     if not records:
         raise DatasetError(f"dataset is empty: {path}")
+    return records
+
+
+def records_from_lines(lines: Iterable[str]) -> list[Record]:
+    """The records of tunix_sft JSONL lines (numbered from 1, blank ones skipped)."""
+    records: list[Record] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if line:
+            records.append(Record(line=number, text=_prompts_of(line, number)))
     return records
 
 
@@ -94,7 +105,38 @@ def encode_example(text: str, tokenizer: TextTokenizer, max_seq_length: int) -> 
     mask = np.concatenate([np.zeros(len(head), dtype=np.int32), np.ones(len(tail), dtype=np.int32)])
     truncated = len(tokens) > max_seq_length
     return Example(
-        tokens=tokens[:max_seq_length], loss_mask=mask[:max_seq_length], truncated=truncated
+        tokens=tokens[:max_seq_length],
+        loss_mask=mask[:max_seq_length],
+        truncated=truncated,
+        total_tokens=len(tokens),
+        prompt_tokens=len(head),
+    )
+
+
+def encode_records(
+    records: list[Record], tokenizer: TextTokenizer, max_seq_length: int
+) -> list[Example]:
+    """Tokenise every record; raise DatasetError for the first over-long one.
+
+    An example is over-long when its model turn starts at or beyond max_seq_length: truncation
+    would leave it no token to train on. One that is merely longer is truncated (and counted).
+    """
+    examples = []
+    for record in records:
+        example = encode_example(record.text, tokenizer, max_seq_length)
+        if not example.loss_mask.any():
+            raise DatasetError(overlong_reason(record.line, example, max_seq_length))
+        examples.append(example)
+    return examples
+
+
+def overlong_reason(line: int, example: Example, max_seq_length: int) -> str:
+    if example.prompt_tokens < max_seq_length:
+        return f"dataset line {line} has nothing to train on: its model turn is empty"
+    return (
+        f"dataset line {line} is over-long: {example.total_tokens} tokens, and its model turn "
+        f"starts at token {example.prompt_tokens}, at or beyond max_seq_length {max_seq_length} "
+        "(no token left to train on); shorten it or raise training.max_seq_length"
     )
 
 

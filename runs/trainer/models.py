@@ -4,6 +4,9 @@
 
 - `tiny-qwen3`, `tiny-gemma3`, `tiny-llama3`: built-in two-layer configurations with random
   weights and our byte tokenizer;
+- `random-qwen3-0.6b` ... `random-qwen3-32b` (RANDOM_PRESETS): the architecture of Tunix's Qwen3
+  presets (`ModelConfig.qwen3_0p6b()` and so on) with random weights and our byte tokenizer, to
+  measure what training a real-sized model costs without downloading one;
 - a checkpoint directory (absolute, or relative to the manifest's directory) holding a Hugging
   Face style `config.json`, `*.safetensors` weights and a tokenizer, for the families below; its
   weights are read with Tunix's own safetensors loaders (`tunix.models.<family>.params`);
@@ -37,7 +40,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """Where a model comes from: kind is 'tiny', 'local' or 'hub'."""
+    """Where a model comes from: kind is 'tiny', 'random', 'local' or 'hub'."""
 
     kind: str
     model_id: str
@@ -63,6 +66,8 @@ def resolve_model_id(model_id: str, run_dir: Path, *, roots: list[Path] | None =
     """
     if model_id in TINY_MODELS:
         return ModelSpec(kind="tiny", model_id=model_id)
+    if model_id in RANDOM_PRESETS:
+        return ModelSpec(kind="random", model_id=model_id)
     looks_like_path = model_id.startswith(("/", "./", "../", "~")) or model_id in {".", ".."}
     candidate = Path(model_id).expanduser()
     if not candidate.is_absolute():
@@ -81,7 +86,7 @@ def resolve_model_id(model_id: str, run_dir: Path, *, roots: list[Path] | None =
     if _HUB_ID.match(model_id):
         return ModelSpec(kind="hub", model_id=model_id)
     raise ModelError(
-        f"unknown model {model_id!r}: use one of {', '.join(TINY_MODELS)}, "
+        f"unknown model {model_id!r}: use one of {', '.join((*TINY_MODELS, *RANDOM_PRESETS))}, "
         "a checkpoint directory, or a hub id such as google/gemma-2b-it"
     )
 
@@ -113,6 +118,8 @@ def load_model(spec: ModelSpec, *, download_dir: Path) -> LoadedModel:
     """Build or load the model and its tokenizer (imports JAX and Tunix)."""
     if spec.kind == "tiny":
         return _tiny_model(spec.model_id)
+    if spec.kind == "random":
+        return _random_model(spec.model_id)
     if spec.kind == "local":
         assert spec.path is not None
         return _local_model(spec.path)
@@ -183,6 +190,131 @@ def _tiny_model(name: str) -> LoadedModel:
         model = gemma3.Gemma3(config, rngs=rngs)
     hf_config = _hf_config_of(family, config) if family in EXPORTABLE_FAMILIES else None
     return LoadedModel(model, ByteTokenizer(), family, count_parameters(model), hf_config)
+
+
+# --- sizes, for counting parameters without building a model ----------------------------------
+
+# The sizes of a model: enough to count its parameters and estimate its training memory (the
+# preflight) without JAX. Field names are Tunix's ModelConfig ones; `tied`: one matrix for the
+# input embedding and the output layer.
+TINY_SIZES: dict[str, dict[str, Any]] = {
+    name: {
+        "family": name.removeprefix("tiny-"),
+        "num_layers": 2,
+        "vocab_size": ByteTokenizer.VOCAB_SIZE,
+        "embed_dim": 64,
+        "hidden_dim": 128,
+        "num_heads": 4,
+        "head_dim": 16,
+        "num_kv_heads": 2,
+        "tied": True,
+    }
+    for name in TINY_MODELS
+}
+
+
+def _qwen3_sizes(layers: int, embed: int, hidden: int, heads: int, tied: bool) -> dict[str, Any]:
+    return {
+        "family": "qwen3",
+        "num_layers": layers,
+        "vocab_size": 151_936,
+        "embed_dim": embed,
+        "hidden_dim": hidden,
+        "num_heads": heads,
+        "head_dim": 128,
+        "num_kv_heads": 8,
+        "tied": tied,
+    }
+
+
+# Random presets: model id -> sizes, equal to Tunix's qwen3.ModelConfig.<RANDOM_PRESET_CONFIGS>()
+# (a test compares them).
+RANDOM_PRESETS: dict[str, dict[str, Any]] = {
+    "random-qwen3-0.6b": _qwen3_sizes(28, 1024, 3072, 16, True),
+    "random-qwen3-1.7b": _qwen3_sizes(28, 2048, 6144, 16, True),
+    "random-qwen3-4b": _qwen3_sizes(36, 2560, 9728, 32, True),
+    "random-qwen3-8b": _qwen3_sizes(36, 4096, 12288, 32, False),
+    "random-qwen3-14b": _qwen3_sizes(40, 5120, 17408, 40, False),
+    "random-qwen3-32b": _qwen3_sizes(64, 5120, 25600, 64, False),
+}
+RANDOM_PRESET_CONFIGS = {
+    "random-qwen3-0.6b": "qwen3_0p6b",
+    "random-qwen3-1.7b": "qwen3_1p7b",
+    "random-qwen3-4b": "qwen3_4b",
+    "random-qwen3-8b": "qwen3_8b",
+    "random-qwen3-14b": "qwen3_14b",
+    "random-qwen3-32b": "qwen3_32b",
+}
+
+
+def estimate_parameters(sizes: dict[str, Any]) -> int:
+    """The number of parameters of the Tunix model with these sizes (exact for dense models).
+
+    Per layer: the q, k, v, o projections, the three MLP matrices and the RMS norms (two per
+    layer, four for Gemma3; Qwen3 and Gemma3 also normalise queries and keys per head, Qwen2 has
+    q/k/v biases); plus the embedding, the output layer unless tied, and the final norm.
+    """
+    family = str(sizes["family"])
+    layers, vocab = int(sizes["num_layers"]), int(sizes["vocab_size"])
+    embed, hidden = int(sizes["embed_dim"]), int(sizes["hidden_dim"])
+    head_dim = int(sizes["head_dim"])
+    q = int(sizes["num_heads"]) * head_dim
+    kv = int(sizes["num_kv_heads"]) * head_dim
+    per_layer = embed * q * 2 + embed * kv * 2 + 3 * embed * hidden
+    per_layer += (4 if family == "gemma3" else 2) * embed
+    if family in ("qwen3", "gemma3"):
+        per_layer += 2 * head_dim
+    if family == "qwen2":
+        per_layer += q + 2 * kv
+    tied = bool(sizes["tied"]) or family.startswith("gemma")
+    return layers * per_layer + vocab * embed * (1 if tied else 2) + embed
+
+
+def sizes_from_hf_config(family: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The sizes of a model from its Hugging Face config.json (ModelError when a field lacks)."""
+    try:
+        heads = int(config["num_attention_heads"])
+        embed = int(config["hidden_size"])
+        return {
+            "family": family,
+            "num_layers": int(config["num_hidden_layers"]),
+            "vocab_size": int(config["vocab_size"]),
+            "embed_dim": embed,
+            "hidden_dim": int(config["intermediate_size"]),
+            "num_heads": heads,
+            "head_dim": int(config.get("head_dim") or embed // heads),
+            "num_kv_heads": int(config.get("num_key_value_heads") or heads),
+            "tied": bool(config.get("tie_word_embeddings", False)),
+        }
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelError(f"config.json lacks a usable field: {exc}") from None
+
+
+# --- random presets ------------------------------------------------------------------------------
+
+
+def random_config(name: str) -> Any:
+    """The Tunix ModelConfig of a random preset (weights in weight_dtype())."""
+    import dataclasses
+
+    from tunix.models.qwen3 import model as qwen3
+
+    if name not in RANDOM_PRESET_CONFIGS:
+        raise ModelError(f"unknown random preset {name!r}")
+    config = getattr(qwen3.ModelConfig, RANDOM_PRESET_CONFIGS[name])()
+    dtype = weight_dtype()
+    return dataclasses.replace(config, param_dtype=dtype, dtype=dtype)
+
+
+def _random_model(name: str) -> LoadedModel:
+    from flax import nnx
+    from tunix.models.qwen3 import model as qwen3
+
+    config = random_config(name)
+    model = qwen3.Qwen3(config, rngs=nnx.Rngs(params=0))
+    return LoadedModel(
+        model, ByteTokenizer(), "qwen3", count_parameters(model), _hf_config_of("qwen3", config)
+    )
 
 
 # --- checkpoint directories ----------------------------------------------------------------------

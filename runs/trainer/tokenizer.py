@@ -263,8 +263,8 @@ def load_tokenizer(directory: Path, config: dict[str, Any]) -> TextTokenizer:
         except Exception as exc:
             raise ModelError(f"cannot load tokenizer.model: {exc}") from None
     raise ModelError(
-        f"no tokenizer in {directory} "
-        f"(expected {BYTE_TOKENIZER_FILE}, tokenizer.json or tokenizer.model)"
+        f"checkpoint directory {directory} has no tokenizer "
+        f"(looked for {BYTE_TOKENIZER_FILE}, tokenizer.json, tokenizer.model)"
     )
 
 
