@@ -1,6 +1,6 @@
 """Items/s of the evaluation engine's generation: batched beside one prompt at a time.
 
-    .venv/bin/python -m bench.eval_bench [--items 500] [--batch-sizes 16 32 64] [--repeat 3]
+    .venv/bin/python -m bench.eval_bench [--items 500] [--batch-sizes 16 32 64 128] [--repeat 3]
 
 In one process, loads tiny-qwen3 once and generates answers to every item of a generated
 tunix_sft dataset with the engine's Generator (Tunix's sampler, greedy, 64 new tokens), once per
@@ -89,7 +89,7 @@ def engine_run(directory: Path, dataset: Path, *, batch_size: int, tokens: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=500)
-    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 32, 64])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[16, 32, 64, 128])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--engine", action=argparse.BooleanOptionalAction, default=True)

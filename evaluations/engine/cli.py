@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from evaluations.engine.config import EvalConfig, load_config
-from evaluations.engine.generate import Item, read_items
-from evaluations.metrics import aggregate, metric
+from evaluations.engine.generate import Generator, Item, read_items
+from evaluations.metrics import Metric, aggregate, metric
+
+# The trainer's JAX settings: the same persistent compilation cache, the same quiet libraries.
+from runs.trainer.cli import _enable_compilation_cache, _quiet_libraries
 from runs.trainer.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
+    ModelError,
     TrainerError,
     TrainingError,
 )
@@ -98,8 +102,6 @@ def evaluate(config: EvalConfig, *, out: IO[str]) -> int:
     items = read_items(config.dataset_path)
     spec = resolve_model_id(config.model_id, config.config_dir, roots=config.model_roots)
     if spec.path is not None and _adapter_only(spec.path):
-        from runs.trainer.errors import ModelError
-
         raise ModelError(f"{spec.path} holds a LoRA adapter only; evaluate a merged or full export")
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +113,9 @@ def evaluate(config: EvalConfig, *, out: IO[str]) -> int:
     print(f"config {config.path}", file=out, flush=True)
     print(f"dataset {config.dataset_path}: {len(items)} items", file=out, flush=True)
 
-    from runs.trainer.cli import _enable_compilation_cache, _quiet_libraries
-
     _quiet_libraries()
     _enable_compilation_cache()
     loaded = load_model(spec, download_dir=config.output_dir / "hub_download")
-    from evaluations.engine.generate import Generator
-
     generator = Generator(
         loaded.model, loaded.tokenizer, config.generation, prompts=[i.prompt for i in items]
     )
@@ -194,7 +192,7 @@ def evaluate(config: EvalConfig, *, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def _score(item: Item, prediction: str, scorers: dict[str, Any]) -> dict[str, Any]:
+def _score(item: Item, prediction: str, scorers: dict[str, Metric]) -> dict[str, Any]:
     return {
         "index": item.index,
         "prompt": item.prompt,

@@ -143,13 +143,13 @@ class Generator:
         self.settings = settings
         self.stops = stop_tokens(tokenizer)
         adapter = SamplerTokenizer(tokenizer)
-        config = getattr(model, "config", None)
+        config: Any = getattr(model, "config", None)
         try:
             cache = sampler_lib.CacheConfig(
                 cache_size=1,  # replaced below, once the prompt length is known
-                num_layers=int(config.num_layers),  # type: ignore[union-attr]
-                num_kv_heads=int(config.num_kv_heads),  # type: ignore[union-attr]
-                head_dim=int(config.head_dim),  # type: ignore[union-attr]
+                num_layers=int(config.num_layers),
+                num_kv_heads=int(config.num_kv_heads),
+                head_dim=int(config.head_dim),
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise ModelError(
