@@ -5,7 +5,9 @@
 In one process, loads tiny-qwen3 once and generates answers to every item of a generated
 tunix_sft dataset with the engine's Generator (Tunix's sampler, greedy, 64 new tokens), once per
 batch size, batch size 1 included. Each batch size is compiled first (one warm-up call, timed
-apart as "compile s"), then all items are generated `--repeat` times; "items/s" is the median.
+apart as "compile s"); then, `--repeat` times, all items are generated at every batch size in
+turn (so each repeat sees the same load on a shared machine). "items/s" is the median over the
+repeats, "vs batch 1" the median of the per-repeat ratios.
 Then, with `--engine` (the default), the engine itself runs as a subprocess at batch size 1 and
 at the fastest batch size, and its summary's items/s (compilation included, warm JAX cache) and
 the process's wall time are printed.
@@ -31,24 +33,43 @@ from evaluations.engine.generate import Generator, read_items
 from runs.tests.trainer_fixtures import PROJECT_ROOT, write_dataset
 
 
-def steady(
-    model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int, tokens: int, repeat: int
-) -> dict[str, float]:
-    settings = Generation(max_new_tokens=tokens, batch_size=batch_size)
-    generator = Generator(model, tokenizer, settings, prompts=prompts)
+def one_pass(generator: Generator, prompts: list[str]) -> float:
+    """Items/s of generating an answer to every prompt."""
     started = time.perf_counter()
-    generator.generate(prompts[: generator.batch_size])
-    compile_seconds = time.perf_counter() - started
-    rates = []
-    for _ in range(repeat):
+    for start in range(0, len(prompts), generator.batch_size):
+        generator.generate(prompts[start : start + generator.batch_size])
+    return len(prompts) / (time.perf_counter() - started)
+
+
+def steady(
+    model: Any, tokenizer: Any, prompts: list[str], *, sizes: list[int], tokens: int, repeat: int
+) -> dict[int, dict[str, float]]:
+    """Per batch size: compile seconds, median items/s, and the median of its per-repeat ratio to
+    batch size 1. Each repeat times every batch size in turn, so all of them share the same
+    moment's load on a shared machine."""
+    generators: dict[int, Generator] = {}
+    compile_seconds: dict[int, float] = {}
+    for size in sizes:
+        settings = Generation(max_new_tokens=tokens, batch_size=size)
+        generators[size] = generator = Generator(model, tokenizer, settings, prompts=prompts)
         started = time.perf_counter()
-        for start in range(0, len(prompts), generator.batch_size):
-            generator.generate(prompts[start : start + generator.batch_size])
-        rates.append(len(prompts) / (time.perf_counter() - started))
+        generator.generate(prompts[: generator.batch_size])
+        compile_seconds[size] = time.perf_counter() - started
+    rates: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(repeat):
+        for size in sizes:
+            rates[size].append(one_pass(generators[size], prompts))
     return {
-        "compile": compile_seconds,
-        "rate": statistics.median(rates),
-        "spread": max(rates) - min(rates),
+        size: {
+            "compile": compile_seconds[size],
+            "rate": statistics.median(rates[size]),
+            "low": min(rates[size]),
+            "high": max(rates[size]),
+            "ratio": statistics.median(
+                r / one for r, one in zip(rates[size], rates[1], strict=True)
+            ),
+        }
+        for size in sizes
     }
 
 
@@ -111,28 +132,27 @@ def main() -> None:
             f"median of {args.repeat}",
             flush=True,
         )
-        print("batch  compile s  items/s  spread  vs batch 1", flush=True)
-        results: dict[int, dict[str, float]] = {}
-        for batch_size in [1, *[b for b in args.batch_sizes if b != 1]]:
-            results[batch_size] = steady(
-                loaded.model,
-                loaded.tokenizer,
-                prompts,
-                batch_size=batch_size,
-                tokens=args.max_new_tokens,
-                repeat=args.repeat,
-            )
-            row = results[batch_size]
+        sizes = [1, *[b for b in args.batch_sizes if b != 1]]
+        results = steady(
+            loaded.model,
+            loaded.tokenizer,
+            prompts,
+            sizes=sizes,
+            tokens=args.max_new_tokens,
+            repeat=args.repeat,
+        )
+        print("batch  compile s  items/s (min-max)      vs batch 1", flush=True)
+        for size in sizes:
+            row = results[size]
             print(
-                f"{batch_size:>5}  {row['compile']:>9.2f}  {row['rate']:>7.1f}  "
-                f"{row['spread']:>6.1f}  {row['rate'] / results[1]['rate']:>9.2f}x",
+                f"{size:>5}  {row['compile']:>9.2f}  {row['rate']:>7.1f} "
+                f"({row['low']:>6.1f}-{row['high']:>6.1f})  {row['ratio']:>8.2f}x",
                 flush=True,
             )
         best = max(results, key=lambda b: results[b]["rate"])
         print(
             f"best: batch {best}, {results[best]['rate']:.1f} items/s = "
-            f"{results[best]['rate'] / results[1]['rate']:.2f}x batch 1 "
-            f"({results[1]['rate']:.1f} items/s)",
+            f"{results[best]['ratio']:.2f}x batch 1 ({results[1]['rate']:.1f} items/s)",
             flush=True,
         )
         if args.engine:
@@ -152,6 +172,7 @@ def main() -> None:
                 "(items/s of the generation phase, compilation included)",
                 flush=True,
             )
+        print(f"# load average at the end {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":
