@@ -168,6 +168,13 @@ def trainer_env(cache: Path) -> dict[str, str]:
     return env
 
 
+def outputs_dir() -> Path:
+    """The registry's outputs root: the trainer's environment allows only output dirs there."""
+    from runs.outputs import outputs_root
+
+    return Path(outputs_root())
+
+
 def write_run(
     run_dir: Path, dataset: Path, *, output: Path, model_id: str = "tiny-qwen3", **extra: Any
 ) -> Path:
@@ -310,7 +317,7 @@ def figure_lora(dataset: Path, workdir: Path, rounds: int, models: list[str]) ->
             manifest = write_run(
                 workdir / "b" / f"{model_id}-{kind}-{n}",
                 dataset,
-                output=workdir / "out-b" / f"{model_id}-{kind}-{n}",
+                output=outputs_dir() / "b" / f"{model_id}-{kind}-{n}",
                 model_id=model_id,
                 lora=LORA if kind == "lora" else None,
             )
@@ -336,7 +343,7 @@ def figure_lora(dataset: Path, workdir: Path, rounds: int, models: list[str]) ->
 def figure_resume(dataset: Path, workdir: Path, rounds: int) -> list[str]:
     say(f"\n## (c) resume cost: time to first step, tiny-qwen3 (load average {load()})\n")
     env = trainer_env(workdir / "cache-c")
-    output = workdir / "out-c"
+    output = outputs_dir() / "c"
 
     def pair(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
         first = write_run(workdir / "c" / f"orig-{n}", dataset, output=output / f"orig-{n}")
