@@ -105,6 +105,7 @@ class TestTinyQwen3Run:
             "config.json",
             "model.safetensors",
             "byte_tokenizer.json",
+            "README.md",
         }
         summary = json.loads((output_dir / "run_summary.json").read_text())
         assert summary["trained_steps"] == 27
@@ -163,12 +164,14 @@ def test_export_round_trips_through_tunix_safetensors_loader(tmp_path: Path) -> 
 @pytest.mark.tunix
 @pytest.mark.skipif(not HAS_TUNIX and os.environ.get("CI") != "true", reason="no tunix")
 def test_hub_id_fails_fast_offline_with_one_line(tmp_path: Path) -> None:
-    """Model resolution (c): Tunix's hub path, no network, never an interactive login."""
+    """Model resolution (c): a hub id offline and not cached is refused by the preflight."""
     run_dir, manifest = make_run(tmp_path, model_id="google/gemma-2b-it")
     result = run_trainer(manifest, timeout=120)
     assert result.returncode == 4
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: cannot load hub model 'google/gemma-2b-it': offline")
+    assert result.stderr.startswith(
+        "error: hub model 'google/gemma-2b-it' is not in this machine's cache (HF_HUB_OFFLINE)"
+    )
     assert not (run_dir / "metrics.jsonl").exists()
 
 
@@ -467,3 +470,101 @@ def test_module_entry_point_runs_main(tmp_path: Path, monkeypatch: pytest.Monkey
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert info.value.code == 4
+
+
+# --- LoRA, checkpoint cadence and resume ---------------------------------------------------------
+
+LORA = {
+    "rank": 4,
+    "alpha": 8.0,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj"],
+    "export": "merged",
+}
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """tiny-qwen3 with LoRA, 45 train / 5 eval, batch 5, 1 epoch: 9 steps, checkpoints every 3."""
+    tmp = tmp_path_factory.mktemp("lora")
+    run_dir, manifest = make_run(
+        tmp, batch_size=5, learning_rate=1e-2, lora=LORA, checkpoint_every_n_steps=3
+    )
+    result = run_trainer(manifest)
+    return {"result": result, "run_dir": run_dir, "output_dir": Path(manifest_output(manifest))}
+
+
+def manifest_output(manifest: Path) -> str:
+    import yaml
+
+    return str(yaml.safe_load(manifest.read_text())["output"]["output_dir"])
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_a_lora_run_trains_the_adapter_and_exports_a_merged_model(
+    lora_run: dict[str, Any],
+) -> None:
+    result = lora_run["result"]
+    assert result.returncode == 0, result.stderr
+    assert "trainable (LoRA rank 4 on q_proj, v_proj)" in result.stdout
+    output_dir: Path = lora_run["output_dir"]
+    summary = json.loads((output_dir / "run_summary.json").read_text())
+    assert summary["final"] is True
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]
+    assert summary["lora"]["rank"] == 4
+    assert set(summary["phases"]) == {"load", "compile", "train", "eval", "save"}
+    assert summary["steps_per_second"] > 0
+    assert summary["export_format"] == "merged"
+    assert summary["checkpoint_every_n_steps"] == 3 and summary["last_checkpoint_step"] == 9
+    assert summary["preflight"] and summary["resumed_from"] is None
+    assert (output_dir / "model" / "README.md").is_file()
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["3", "6", "9"]
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_a_run_resumes_from_another_runs_checkpoint(
+    lora_run: dict[str, Any], tmp_path: Path
+) -> None:
+    source = lora_run["output_dir"] / "checkpoints"
+    run_dir, manifest = make_run(
+        tmp_path,
+        batch_size=5,
+        num_epochs=2,
+        learning_rate=1e-2,
+        lora=LORA,
+        resume={"run_id": "run-a", "checkpoint_dir": str(source)},
+    )
+    result = run_trainer(manifest)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from the checkpoint at step 9" in result.stdout
+    rows = read_metrics(run_dir)
+    assert rows[0]["step"] == 10 and rows[-1]["step"] == 18
+    first = read_metrics(lora_run["run_dir"])
+    # It continues where run A ended, not from the base model's loss.
+    assert abs(rows[0]["loss"] - first[-1]["loss"]) < abs(rows[0]["loss"] - first[0]["loss"])
+    summary = json.loads(
+        (tmp_path / "data" / "outputs" / "tunix_run_test" / "run_summary.json").read_text()
+    )
+    assert summary["resumed_from"]["run_id"] == "run-a"
+    assert summary["resumed_from"]["step"] == 9
+    assert summary["trained_steps"] == 9
+
+
+@pytest.mark.tunix
+@tunix_only
+def test_resuming_another_models_run_exits_2(lora_run: dict[str, Any], tmp_path: Path) -> None:
+    source = lora_run["output_dir"] / "checkpoints"
+    _, manifest = make_run(
+        tmp_path,
+        model_id="tiny-llama3",
+        lora=LORA,
+        resume={"checkpoint_dir": str(source)},
+    )
+    result = run_trainer(manifest)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: resume: the checkpoint's run trained model"), (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1

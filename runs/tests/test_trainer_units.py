@@ -413,3 +413,123 @@ def test_compilation_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) ->
     # A stand-in without `config`: touching JAX would raise AttributeError.
     monkeypatch.setitem(sys.modules, "jax", object())
     cli._enable_compilation_cache()
+
+
+# --- LoRA, checkpoint cadence and resume keys ----------------------------------------------------
+
+LORA = {"rank": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": ["q_proj"], "export": "merged"}
+
+
+def test_optional_keys_parse_into_the_manifest(tmp_path: Path) -> None:
+    manifest = _parse(
+        tmp_path,
+        training__checkpoint_every_n_steps=10,
+        lora=LORA,
+        resume={"run_id": "abc", "checkpoint_dir": "../a/checkpoints"},
+    )
+    assert manifest.checkpoint_every_n_steps == 10
+    assert manifest.lora.rank == 8 and manifest.lora.target_modules == ("q_proj",)
+    assert manifest.resume_checkpoint_dir == tmp_path.parent / "a" / "checkpoints"
+    assert manifest.resume_run_id == "abc"
+    plain = _parse(tmp_path)
+    assert (plain.checkpoint_every_n_steps, plain.lora, plain.resume_checkpoint_dir) == (
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"training__checkpoint_every_n_steps": 0},
+            "training.checkpoint_every_n_steps must be between 1 and 1000000, got 0",
+        ),
+        ({"lora": {**LORA, "rank": 0}}, "lora.rank must be between 1 and 256, got 0"),
+        ({"lora": {**LORA, "alpha": 0}}, "lora.alpha must be > 0"),
+        ({"lora": {**LORA, "dropout": 1.0}}, "lora.dropout must be >= 0 and < 1"),
+        ({"lora": {**LORA, "export": "full"}}, "lora.export must be one of merged, adapter"),
+        (
+            {"lora": {**LORA, "target_modules": []}},
+            "lora.target_modules must be a non-empty list of unique names",
+        ),
+        (
+            {"lora": {**LORA, "target_modules": ["q_proj", "q_proj"]}},
+            "lora.target_modules must be a non-empty list of unique names",
+        ),
+        ({"lora": {**LORA, "seed": 1}}, "unknown key(s) in lora: seed"),
+        ({"lora": "yes"}, "'lora' must be a mapping"),
+        ({"resume": {"run_id": "x"}}, "resume.checkpoint_dir is required"),
+    ],
+)
+def test_optional_keys_are_validated(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _parse(tmp_path, **changes)
+    assert message in info.value.reason
+
+
+def test_resume_checkpoint_dir_must_be_under_the_output_roots(tmp_path: Path) -> None:
+    root = tmp_path / "data" / "outputs"
+    environ = {"TUNIX_OUTPUT_ROOTS": str(root)}
+    out = str(root / "b")
+    ok = _parse(
+        tmp_path, environ, output__output_dir=out, resume={"checkpoint_dir": str(root / "a")}
+    )
+    assert ok.resume_checkpoint_dir == root / "a"
+    with pytest.raises(ConfigError, match=r"^resume\.checkpoint_dir .* outside the allowed roots"):
+        _parse(tmp_path, environ, output__output_dir=out, resume={"checkpoint_dir": "/srv/x"})
+
+
+def test_the_latest_checkpoint_is_linked_into_an_empty_checkpoints_dir(tmp_path: Path) -> None:
+    source = tmp_path / "a" / "checkpoints"
+    for step in (3, 12, 9):
+        (source / str(step) / "model_params").mkdir(parents=True)
+        (source / str(step) / "model_params" / "data").write_text(f"step {step}")
+    (source / "15.orbax-checkpoint-tmp-1").mkdir()  # not finalized: ignored
+    target = tmp_path / "b" / "checkpoints"
+    assert train.link_latest_checkpoint(source, target) == 12
+    linked = target / "12" / "model_params" / "data"
+    assert linked.read_text() == "step 12"
+    assert linked.stat().st_ino == (source / "12" / "model_params" / "data").stat().st_ino
+    assert train.step_directories(target) == [12]
+    # A run restarting in its own output directory keeps its own steps.
+    assert train.link_latest_checkpoint(source, target) is None
+    with pytest.raises(ConfigError, match="resume: no checkpoint in"):
+        train.link_latest_checkpoint(tmp_path / "empty", tmp_path / "c")
+
+
+def test_resume_compatibility_is_read_from_the_source_summary(tmp_path: Path) -> None:
+    source = tmp_path / "a" / "checkpoints"
+    source.mkdir(parents=True)
+    manifest = _parse(tmp_path, lora=LORA, resume={"checkpoint_dir": str(source)})
+    train.check_resume_source(manifest)  # no summary (an older run): not checked
+    summary = source.parent / "run_summary.json"
+    summary.write_text(json.dumps({"model_id": "tiny-qwen3", "lora": LORA}))
+    train.check_resume_source(manifest)
+    summary.write_text(json.dumps({"model_id": "tiny-llama3", "lora": LORA}))
+    with pytest.raises(ConfigError, match="resume: the checkpoint's run trained model"):
+        train.check_resume_source(manifest)
+    summary.write_text(json.dumps({"model_id": "tiny-qwen3", "lora": None}))
+    with pytest.raises(ConfigError, match="trained full-weight, this manifest asks for LoRA rank"):
+        train.check_resume_source(manifest)
+
+
+def test_checkpoint_cadence_and_compile_time_arithmetic() -> None:
+    assert train.checkpoint_interval(27, None) == 9
+    assert train.checkpoint_interval(28, None) == 10
+    assert train.checkpoint_interval(1, None) == 1
+    assert train.checkpoint_interval(27, 5) == 5
+    assert train.compile_seconds([5.0, 0.2, 0.1, 0.3]) == pytest.approx(4.8)
+    assert train.compile_seconds([0.1, 0.2, 0.3]) == 0.0
+    assert train.compile_seconds([5.0]) == 0.0
+    clock = train.PhaseClock()
+    clock.step_started(0.0)
+    clock.add_save(0.5)
+    clock.step_started(2.0)
+    clock.eval_started(2.5)
+    clock.eval_started(2.7)  # later eval batches of the same evaluation
+    clock.eval_ended(3.0)
+    clock.loop_ended(3.5)
+    assert clock.step_seconds == [1.5, 1.0]
+    assert (clock.eval_seconds, clock.save_seconds) == (0.5, 0.5)

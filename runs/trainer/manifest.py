@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from runs.trainer.errors import ConfigError
+from runs.trainer.lora import LORA_EXPORTS, LoraSettings
 
 OUTPUT_ROOTS_ENV = "TUNIX_OUTPUT_ROOTS"
 MODEL_ROOTS_ENV = "TUNIX_MODEL_ROOTS"
@@ -22,10 +23,21 @@ MODEL_ROOTS_ENV = "TUNIX_MODEL_ROOTS"
 _SECTIONS: dict[str, set[str]] = {
     "model": {"model_id"},
     "dataset": {"format", "path"},
-    "training": {"learning_rate", "num_epochs", "batch_size", "max_seq_length"},
+    "training": {
+        "learning_rate",
+        "num_epochs",
+        "batch_size",
+        "max_seq_length",
+        "checkpoint_every_n_steps",
+    },
     "output": {"output_dir"},
 }
-_TOP_LEVEL = {"version", "runner", "mode", *_SECTIONS}
+# Sections a manifest may leave out.
+_OPTIONAL_SECTIONS: dict[str, set[str]] = {
+    "lora": {"rank", "alpha", "dropout", "target_modules", "export"},
+    "resume": {"run_id", "checkpoint_dir"},
+}
+_TOP_LEVEL = {"version", "runner", "mode", *_SECTIONS, *_OPTIONAL_SECTIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,13 @@ class Manifest:
     output_dir: Path
     # Where checkpoints may load from; None: anywhere (docs/decisions.md#model-roots).
     model_roots: list[Path] | None = None
+    # None: every ceil(total_steps / 3) steps.
+    checkpoint_every_n_steps: int | None = None
+    # None: full-weight SFT.
+    lora: LoraSettings | None = None
+    # The checkpoints directory of the run this one continues, and that run's id.
+    resume_checkpoint_dir: Path | None = None
+    resume_run_id: str | None = None
 
 
 def load_manifest(
@@ -89,6 +108,10 @@ def parse_manifest(
     num_epochs = _integer(training, "num_epochs", 1, 100)
     batch_size = _integer(training, "batch_size", 1, 512)
     max_seq_length = _integer(training, "max_seq_length", 128, 32768)
+    checkpoint_every = None
+    if training.get("checkpoint_every_n_steps") is not None:
+        checkpoint_every = _integer(training, "checkpoint_every_n_steps", 1, 1_000_000)
+    lora = _lora(_optional_section(data, "lora"))
 
     output_dir_text = _string(sections["output"], "output_dir", "output", max_length=512)
 
@@ -96,6 +119,14 @@ def parse_manifest(
     output_dir = _resolve(run_dir, output_dir_text)
     env = os.environ if environ is None else environ
     check_output_dir(output_dir, environ=env)
+    resume = _optional_section(data, "resume")
+    resume_dir: Path | None = None
+    resume_run_id: str | None = None
+    if resume is not None:
+        resume_dir = _resolve(run_dir, _string(resume, "checkpoint_dir", "resume", max_length=4096))
+        check_output_dir(resume_dir, environ=env, name="resume.checkpoint_dir")
+        if resume.get("run_id") is not None:
+            resume_run_id = _string(resume, "run_id", "resume", max_length=256)
     return Manifest(
         path=manifest_path,
         run_dir=run_dir,
@@ -107,6 +138,10 @@ def parse_manifest(
         max_seq_length=max_seq_length,
         output_dir=output_dir,
         model_roots=model_roots(env),
+        checkpoint_every_n_steps=checkpoint_every,
+        lora=lora,
+        resume_checkpoint_dir=resume_dir,
+        resume_run_id=resume_run_id,
     )
 
 
@@ -138,8 +173,14 @@ def _roots(raw: str, name: str) -> list[Path]:
     return roots
 
 
-def check_output_dir(output_dir: Path, *, environ: dict[str, str] | os._Environ[str]) -> None:
-    """Refuse an output directory outside the allowed roots (symlinks resolved)."""
+def check_output_dir(
+    output_dir: Path,
+    *,
+    environ: dict[str, str] | os._Environ[str],
+    name: str = "output.output_dir",
+) -> None:
+    """Refuse a directory outside the allowed output roots (symlinks resolved); `name` is the
+    manifest field the message names."""
     roots = output_roots(environ)
     if roots is None:
         return
@@ -149,8 +190,7 @@ def check_output_dir(output_dir: Path, *, environ: dict[str, str] | os._Environ[
             return
     allowed = os.pathsep.join(str(root) for root in roots)
     raise ConfigError(
-        f"output.output_dir {output_dir} is outside the allowed roots "
-        f"({OUTPUT_ROOTS_ENV}={allowed})"
+        f"{name} {output_dir} is outside the allowed roots ({OUTPUT_ROOTS_ENV}={allowed})"
     )
 
 
@@ -159,6 +199,47 @@ def _resolve(base: Path, value: str) -> Path:
     if not path.is_absolute():
         path = base / path
     return Path(os.path.normpath(path))
+
+
+def _lora(section: dict[Any, Any] | None) -> LoraSettings | None:
+    """The lora section; which target names a family has is checked once the model is known."""
+    if section is None:
+        return None
+    rank = _integer(section, "rank", 1, 256, where="lora")
+    alpha = _number(section, "alpha", where="lora")
+    if not (0.0 < alpha <= 1024.0):
+        raise ConfigError(f"lora.alpha must be > 0 and <= 1024, got {alpha}")
+    dropout = _number(section, "dropout", where="lora")
+    if not (0.0 <= dropout < 1.0):
+        raise ConfigError(f"lora.dropout must be >= 0 and < 1, got {dropout}")
+    targets = section.get("target_modules")
+    if (
+        not isinstance(targets, list)
+        or not targets
+        or not all(isinstance(name, str) and name.strip() for name in targets)
+        or len({name.strip() for name in targets}) != len(targets)
+    ):
+        raise ConfigError("lora.target_modules must be a non-empty list of unique names")
+    export = section.get("export")
+    if export not in LORA_EXPORTS:
+        raise ConfigError(f"lora.export must be one of {', '.join(LORA_EXPORTS)}, got {export!r}")
+    return LoraSettings(
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=tuple(name.strip() for name in targets),
+        export=str(export),
+    )
+
+
+def _optional_section(data: dict[Any, Any], name: str) -> dict[Any, Any] | None:
+    section = data.get(name)
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError(f"'{name}' must be a mapping")
+    _no_unknown_keys(section, _OPTIONAL_SECTIONS[name], name)
+    return section
 
 
 def _section(data: dict[Any, Any], name: str) -> dict[Any, Any]:
@@ -202,8 +283,8 @@ def _string(mapping: dict[Any, Any], key: str, where: str, *, max_length: int) -
     return value
 
 
-def _number(mapping: dict[Any, Any], key: str) -> float:
-    name = f"training.{key}"
+def _number(mapping: dict[Any, Any], key: str, *, where: str = "training") -> float:
+    name = f"{where}.{key}"
     if key not in mapping:
         raise ConfigError(f"{name} is required")
     value = mapping[key]
@@ -215,8 +296,10 @@ def _number(mapping: dict[Any, Any], key: str) -> float:
     return number
 
 
-def _integer(mapping: dict[Any, Any], key: str, low: int, high: int) -> int:
-    name = f"training.{key}"
+def _integer(
+    mapping: dict[Any, Any], key: str, low: int, high: int, *, where: str = "training"
+) -> int:
+    name = f"{where}.{key}"
     if key not in mapping:
         raise ConfigError(f"{name} is required")
     value = mapping[key]

@@ -51,22 +51,33 @@ def manifest_dict(
     num_epochs: int = 1,
     batch_size: int = 8,
     max_seq_length: int = 256,
+    checkpoint_every_n_steps: int | None = None,
+    lora: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The training manifest's shape, key order included."""
-    return {
+    """The training manifest's shape, key order included (optional keys only when given)."""
+    training: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "num_epochs": num_epochs,
+        "batch_size": batch_size,
+        "max_seq_length": max_seq_length,
+    }
+    if checkpoint_every_n_steps is not None:
+        training["checkpoint_every_n_steps"] = checkpoint_every_n_steps
+    doc: dict[str, Any] = {
         "version": "1.0",
         "runner": "tunix",
         "mode": "sft",
         "model": {"model_id": model_id},
         "dataset": {"format": "tunix_sft", "path": dataset_path},
-        "training": {
-            "learning_rate": learning_rate,
-            "num_epochs": num_epochs,
-            "batch_size": batch_size,
-            "max_seq_length": max_seq_length,
-        },
-        "output": {"output_dir": output_dir},
+        "training": training,
     }
+    if lora is not None:
+        doc["lora"] = lora
+    if resume is not None:
+        doc["resume"] = resume
+    doc["output"] = {"output_dir": output_dir}
+    return doc
 
 
 def write_manifest(run_dir: Path, data: dict[str, Any]) -> Path:
@@ -80,14 +91,26 @@ def write_manifest(run_dir: Path, data: dict[str, Any]) -> Path:
 
 
 def make_run(
-    tmp: Path, *, examples: int = 50, dataset: bool = True, **manifest: Any
+    tmp: Path,
+    *,
+    examples: int = 50,
+    dataset: bool = True,
+    lora: dict[str, Any] | None = None,
+    checkpoint_every_n_steps: int | None = None,
+    resume: dict[str, Any] | None = None,
+    **manifest: Any,
 ) -> tuple[Path, Path]:
-    """A run directory like the registry's: manifest.yaml and datasets/arith-v1.jsonl."""
+    """A run directory like the registry's: manifest.yaml and datasets/arith-v1.jsonl.
+
+    `lora`, `checkpoint_every_n_steps` and `resume` are written as the registry writes them."""
     run_dir = tmp / "run"
     if dataset:
         write_dataset(run_dir / "datasets" / "arith-v1.jsonl", examples)
     manifest.setdefault("output_dir", str(tmp / "data" / "outputs" / "tunix_run_test"))
-    return run_dir, write_manifest(run_dir, manifest_dict(**manifest))
+    doc = manifest_dict(
+        lora=lora, checkpoint_every_n_steps=checkpoint_every_n_steps, resume=resume, **manifest
+    )
+    return run_dir, write_manifest(run_dir, doc)
 
 
 def run_trainer(
