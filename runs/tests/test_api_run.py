@@ -26,7 +26,7 @@ def post(client: Client, body: dict[str, Any]) -> Any:
 
 def test_dry_run_success_is_persisted_completed_with_null_exit_code(client: Client) -> None:
     dataset_with_traces(name="demo", version="v1", count=4)
-    response = post(client, {"dataset_key": "demo-v1", "model_id": "google/gemma-2b-it"})
+    response = post(client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3"})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "completed"
@@ -45,7 +45,7 @@ def test_dry_run_success_is_persisted_completed_with_null_exit_code(client: Clie
     assert (run.status, run.mode, run.exit_code) == ("completed", "dry-run", None)
     assert run.stdout == body["stdout"]
     assert run.message == "Dry-run validation successful"
-    assert run.config["model_id"] == "google/gemma-2b-it"
+    assert run.config["model_id"] == "tiny-qwen3"
     assert run.config["dry_run"] is True
     assert run.completed_at is not None and run.duration_seconds is not None
     events = list(RunEvent.objects.filter(run=run).order_by("created_at", "id"))
@@ -59,25 +59,30 @@ def test_dry_run_stdout_is_the_template_with_the_real_trace_count(client: Client
     dataset_with_traces(name="demo", version="v1", count=7)
     body = post(
         client,
-        {"dataset_key": "demo-v1", "model_id": "m", "output_dir": "exp/a", "learning_rate": 0.001},
+        {
+            "dataset_key": "demo-v1",
+            "model_id": "tiny-qwen3",
+            "output_dir": "exp/a",
+            "learning_rate": 0.001,
+        },
     ).json()
     manifest_len = len(body["stdout"].split("Manifest YAML generated (")[1].split(" ")[0])
     assert manifest_len > 0
     stdout = body["stdout"]
     lines = stdout.split("\n")
     assert lines[0] == "Dry-run validation completed successfully."
-    assert "Dataset: demo-v1\nModel: m\nOutput Directory: outputs/exp/a\n" in stdout
+    assert "Dataset: demo-v1\nModel: tiny-qwen3\nOutput Directory: outputs/exp/a\n" in stdout
     assert "\u2705 Dataset manifest found\n" in stdout
     assert "\u2705 Dataset export validated (7 traces sampled)\n" in stdout
     assert (
         "Training Configuration:\n- Learning Rate: 0.001\n- Epochs: 3\n- Batch Size: 8\n"
         "- Max Sequence Length: 2048\n\nTo execute this run, set dry_run=false in the request.\n"
     ) in stdout
-    assert stdout.endswith("request.\n")
+    assert "\nTo execute this run, set dry_run=false in the request.\n\nPreflight:\n" in stdout
 
 
 def test_dry_run_of_a_missing_dataset_is_a_persisted_failed_run(client: Client) -> None:
-    response = post(client, {"dataset_key": "nope-v1", "model_id": "m"})
+    response = post(client, {"dataset_key": "nope-v1", "model_id": "tiny-qwen3"})
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "failed"
@@ -92,7 +97,7 @@ def test_dry_run_of_a_missing_dataset_is_a_persisted_failed_run(client: Client) 
 
 def test_dry_run_of_an_empty_dataset_fails(client: Client) -> None:
     dataset_with_traces(name="empty", version="v1", count=0)
-    body = post(client, {"dataset_key": "empty-v1", "model_id": "m"}).json()
+    body = post(client, {"dataset_key": "empty-v1", "model_id": "tiny-qwen3"}).json()
     assert body["status"] == "failed"
     assert body["stderr"] == "Dataset is empty (no traces found)"
     assert body["message"] == "Dry-run failed: empty dataset"
@@ -101,17 +106,17 @@ def test_dry_run_of_an_empty_dataset_fails(client: Client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"model_id": "m"}, "dataset_key"),
-        ({"dataset_key": "", "model_id": "m"}, "dataset_key"),
-        ({"dataset_key": "k" * 257, "model_id": "m"}, "dataset_key"),
+        ({"model_id": "tiny-qwen3"}, "dataset_key"),
+        ({"dataset_key": "", "model_id": "tiny-qwen3"}, "dataset_key"),
+        ({"dataset_key": "k" * 257, "model_id": "tiny-qwen3"}, "dataset_key"),
         ({"dataset_key": "d"}, "model_id"),
-        ({"dataset_key": "d", "model_id": "m", "output_dir": ""}, "output_dir"),
-        ({"dataset_key": "d", "model_id": "m", "learning_rate": 2.0}, "learning_rate"),
-        ({"dataset_key": "d", "model_id": "m", "learning_rate": 0}, "learning_rate"),
-        ({"dataset_key": "d", "model_id": "m", "num_epochs": 0}, "num_epochs"),
-        ({"dataset_key": "d", "model_id": "m", "batch_size": 513}, "batch_size"),
-        ({"dataset_key": "d", "model_id": "m", "max_seq_length": 127}, "max_seq_length"),
-        ({"dataset_key": "d", "model_id": "m", "dry_run": "maybe"}, "dry_run"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "output_dir": ""}, "output_dir"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "learning_rate": 2.0}, "learning_rate"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "learning_rate": 0}, "learning_rate"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "num_epochs": 0}, "num_epochs"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "batch_size": 513}, "batch_size"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "max_seq_length": 127}, "max_seq_length"),
+        ({"dataset_key": "d", "model_id": "tiny-qwen3", "dry_run": "maybe"}, "dry_run"),
     ],
 )
 def test_invalid_bodies_are_422_naming_the_field_and_create_no_row(
@@ -136,7 +141,7 @@ def test_malformed_json_is_rejected_without_a_row(client: Client) -> None:
 def test_invalid_dataset_key_is_422_naming_dataset_key_and_leaves_no_row(
     client: Client, key: str
 ) -> None:
-    response = post(client, {"dataset_key": key, "model_id": "m"})
+    response = post(client, {"dataset_key": key, "model_id": "tiny-qwen3"})
     assert response.status_code == 422
     assert "dataset_key" in str(response.json()["detail"])
     assert TunixRun.objects.count() == 0
@@ -144,7 +149,7 @@ def test_invalid_dataset_key_is_422_naming_dataset_key_and_leaves_no_row(
 
 def test_a_256_character_key_ends_as_a_finished_run_not_a_running_one(client: Client) -> None:
     key = "k" * 256
-    body = post(client, {"dataset_key": key, "model_id": "m"}).json()
+    body = post(client, {"dataset_key": key, "model_id": "tiny-qwen3"}).json()
     assert body["status"] == "failed"
     assert not TunixRun.objects.filter(status="running").exists()
 
@@ -154,7 +159,9 @@ def test_a_256_character_key_ends_as_a_finished_run_not_a_running_one(client: Cl
 )
 def test_output_dir_escaping_the_allowed_roots_is_422(client: Client, output_dir: str) -> None:
     dataset_with_traces(count=1)
-    response = post(client, {"dataset_key": "demo-v1", "model_id": "m", "output_dir": output_dir})
+    response = post(
+        client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3", "output_dir": output_dir}
+    )
     assert response.status_code == 422
     assert "output_dir" in str(response.json()["detail"])
     assert TunixRun.objects.count() == 0
@@ -167,7 +174,7 @@ def test_absolute_output_dir_under_an_allowed_root_is_stored_as_given(
     settings.TUNIX_OUTPUT_ROOTS = [root]
     dataset_with_traces(count=1)
     body = post(
-        client, {"dataset_key": "demo-v1", "model_id": "m", "output_dir": str(root / "r1")}
+        client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3", "output_dir": str(root / "r1")}
     ).json()
     assert body["status"] == "completed"
     assert body["output_dir"] == str(root.resolve() / "r1")
@@ -179,7 +186,11 @@ def test_absolute_output_dir_inside_the_data_dir_is_stored_relative(
     dataset_with_traces(count=1)
     body = post(
         client,
-        {"dataset_key": "demo-v1", "model_id": "m", "output_dir": str(data_dir / "outputs/x")},
+        {
+            "dataset_key": "demo-v1",
+            "model_id": "tiny-qwen3",
+            "output_dir": str(data_dir / "outputs/x"),
+        },
     ).json()
     assert body["output_dir"] == "outputs/x"
 
@@ -188,7 +199,11 @@ def test_unknown_fields_are_ignored(client: Client) -> None:
     dataset_with_traces(count=1)
     body = post(
         client,
-        {"dataset_key": "demo-v1", "model_id": "m", "hyperparameters": {"learning_rate": 9}},
+        {
+            "dataset_key": "demo-v1",
+            "model_id": "tiny-qwen3",
+            "hyperparameters": {"learning_rate": 9},
+        },
     ).json()
     assert body["status"] == "completed"
     assert TunixRun.objects.get().config["learning_rate"] == 2e-5
@@ -197,7 +212,7 @@ def test_unknown_fields_are_ignored(client: Client) -> None:
 @pytest.mark.usefixtures("tunix_missing")
 def test_local_run_without_runtime_is_501_and_creates_no_row(client: Client) -> None:
     dataset_with_traces(count=1)
-    response = post(client, {"dataset_key": "demo-v1", "model_id": "m", "dry_run": False})
+    response = post(client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3", "dry_run": False})
     assert response.status_code == 501
     assert response.json() == {"detail": RUNTIME_UNAVAILABLE_MESSAGE}
     assert "Tunix runtime not available" in RUNTIME_UNAVAILABLE_MESSAGE
@@ -207,13 +222,16 @@ def test_local_run_without_runtime_is_501_and_creates_no_row(client: Client) -> 
 @pytest.mark.usefixtures("tunix_missing")
 def test_dry_run_works_without_runtime(client: Client) -> None:
     dataset_with_traces(count=1)
-    assert post(client, {"dataset_key": "demo-v1", "model_id": "m"}).json()["status"] == (
+    assert post(client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3"}).json()["status"] == (
         "completed"
     )
 
 
 def test_run_ids_are_fresh_uuids(client: Client) -> None:
     dataset_with_traces(count=1)
-    ids = {post(client, {"dataset_key": "demo-v1", "model_id": "m"}).json()["run_id"] for _ in "ab"}
+    ids = {
+        post(client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3"}).json()["run_id"]
+        for _ in "ab"
+    }
     assert len(ids) == 2
     assert all(uuid.UUID(i).version == 4 for i in ids)

@@ -24,7 +24,7 @@ def run_command(*args: str) -> str:
 
 def test_dry_run_prints_the_outcome() -> None:
     dataset_with_traces(count=2)
-    out = run_command("demo-v1", "google/gemma-2b-it", "--epochs", "5", "--learning-rate", "0.01")
+    out = run_command("demo-v1", "tiny-qwen3", "--epochs", "5", "--learning-rate", "0.01")
     run = TunixRun.objects.get()
     assert f"run {run.run_id}: completed (dry-run)" in out
     assert "message: Dry-run validation successful" in out

@@ -160,7 +160,7 @@ def test_a_database_locked_for_the_whole_request_still_answers_the_outcome(
     try:
         response = client.post(
             "/api/tunix/run",
-            data={"dataset_key": "demo-v1", "model_id": "m"},
+            data={"dataset_key": "demo-v1", "model_id": "tiny-qwen3"},
             content_type="application/json",
         )
     finally:

@@ -87,8 +87,8 @@ def test_gunicorn_and_one_worker_on_sqlite_cancel_and_survive_a_web_restart(
     wait_status(harness, web, held, {"running"})
     # One worker executes one run at a time: these wait behind the held one.
     stubborn = launch(web, "fault-stubborn")
-    waiting = launch(web, "tiny", dry_run=True)
-    dry = launch(web, "tiny", dry_run=True)
+    waiting = launch(web, "tiny-qwen3", dry_run=True)
+    dry = launch(web, "tiny-qwen3", dry_run=True)
 
     code, body = web.call("POST", f"/api/tunix/runs/{waiting}/cancel")
     assert (code, body["message"]) == (200, "Run cancellation requested"), body

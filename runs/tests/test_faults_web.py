@@ -51,7 +51,7 @@ def test_runs_on_a_worker_are_unaffected_by_a_web_server_restart(fault_harness: 
     web = harness.web("web")
 
     held = [launch(web, "fault-hold")["run_id"] for _ in range(2)]
-    dry = launch(web, "tiny", dry_run=True)["run_id"]
+    dry = launch(web, "tiny-qwen3", dry_run=True)["run_id"]
 
     def one_executing() -> bool:
         return TunixRun.objects.filter(pk__in=held, status=RunStatus.RUNNING).exists()

@@ -16,6 +16,7 @@ from datasets.tests.factories import dataset_with_traces
 from runs.model_roots import MODEL_ID_REFUSED
 from runs.models import TunixRun
 from runs.selectors import run_directory
+from runs.tests.test_preflight import write_checkpoint
 from runs.tests.trainer_fixtures import make_run, run_trainer
 from runs.trainer import models as trainer_models
 from runs.trainer.errors import ModelError
@@ -29,11 +30,8 @@ REFUSED_BODY = {
 
 
 def checkpoint(directory: Path) -> Path:
-    """A directory with the layout the trainer loads (config.json and weights)."""
-    directory.mkdir(parents=True)
-    (directory / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
-    (directory / "model.safetensors").write_bytes(b"")
-    return directory
+    """A directory with the layout the trainer loads (config.json, weights' header, tokenizer)."""
+    return write_checkpoint(directory)
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.django_db
 
 
 def request(**fields: Any) -> TunixRunRequest:
-    return TunixRunRequest(**{"dataset_key": "demo-v1", "model_id": "m", **fields})
+    return TunixRunRequest(**{"dataset_key": "demo-v1", "model_id": "tiny-qwen3", **fields})
 
 
 def outcome(status: str, *, metrics: int = 0) -> RunOutcome:
@@ -161,7 +161,7 @@ def test_a_run_the_database_could_not_record_is_executed_and_nothing_written(
     dataset_with_traces(count=2)
     unsaved = TunixRun(
         dataset_key="demo-v1",
-        model_id="m",
+        model_id="tiny-qwen3",
         mode="dry-run",
         status=RunStatus.RUNNING,
         started_at=timezone.now(),

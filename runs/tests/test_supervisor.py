@@ -266,7 +266,7 @@ def test_a_dry_run_records_no_artifacts(client: Client) -> None:
     dataset_with_traces(count=1)
     response = client.post(
         "/api/tunix/run",
-        data={"dataset_key": "demo-v1", "model_id": "m"},
+        data={"dataset_key": "demo-v1", "model_id": "tiny-qwen3"},
         content_type="application/json",
     )
     assert response.json()["status"] == "completed"

@@ -190,7 +190,7 @@ def registry(data_dir: Path, settings: Any, django_db_blocker: Any) -> Iterator[
                     cursor.execute(f'DROP DATABASE "{created}" WITH (FORCE)')
 
 
-def launch(model_id: str = "m", *, dry_run: bool = True, key: str = "demo-v1") -> TunixRun:
+def launch(model_id: str = "tiny-qwen3", *, dry_run: bool = True, key: str = "demo-v1") -> TunixRun:
     return run_enqueue(
         actor=COMMAND, request=TunixRunRequest(dataset_key=key, model_id=model_id, dry_run=dry_run)
     )
