@@ -353,7 +353,9 @@ def test_the_trainer_fails_with_the_preflight_reason_and_exit_code(tmp_path: Pat
     for name, (path, error) in _failing_runs(tmp_path).items():
         result = run_trainer(path, timeout=60)
         assert result.returncode == error.exit_code, (name, result.stderr)
-        assert result.stderr.strip().splitlines()[-1] == f"error: {error.reason}", name
+        last = result.stderr.strip().splitlines()[-1]
+        # Free memory moves between this process and the trainer's: compare up to "> N GiB".
+        assert last.split(" > ")[0] == f"error: {error.reason}".split(" > ")[0], name
 
 
 def test_the_preflight_imports_no_jax(tmp_path: Path) -> None:
