@@ -321,7 +321,8 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome 
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=trainer_environment(),
+                # The run id goes into the exported model's card (docs/training.md).
+                env={**trainer_environment(), "TUNIX_RUN_ID": str(run.run_id)},
                 start_new_session=True,
                 close_fds=True,
                 # Only a prctl call in the child (runs.processes.die_with_parent).

@@ -9,6 +9,7 @@ Needs the `tunix` extra (skipped without it, except in CI).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ def test_a_real_tiny_training_is_recorded_with_its_metrics(client: Client, data_
     assert [a["name"] for a in run.artifacts] == sorted(
         p.name for p in checkpoint.iterdir() if p.is_file() and not p.is_symlink()
     )
+    # The exported model's card names the run that trained it.
+    card = (checkpoint / "model" / "README.md").read_text()
+    assert str(run.run_id) in card
+    summary = json.loads((checkpoint / "run_summary.json").read_text())
+    assert summary["run_id"] == str(run.run_id)
     # The supervisor stored the whole output in the database as it came.
     stored = "".join(
         RunLogChunk.objects.filter(run=run, stream="stdout").values_list("chunk", flat=True)
