@@ -21,7 +21,7 @@ from runs.models import RunMode, RunStatus
 from runs.schemas import TunixRunRequest
 from tunix_registry.pagination import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
 
-DEFAULT_MODEL_ID = "google/gemma-2b-it"
+DEFAULT_MODEL_ID = "tiny-qwen3"
 # The fields of TunixRunRequest, in form order.
 LAUNCH_FIELDS = (
     "dataset_key",

@@ -127,7 +127,7 @@ class Client(threading.Thread):
                 local = len(self.launched) % 4 == 3
                 body = {
                     "dataset_key": DATASET,
-                    "model_id": "fault-quick" if local else f"client-{self.number}",
+                    "model_id": "fault-quick" if local else "tiny-qwen3",
                     "dry_run": not local,
                 }
                 try:

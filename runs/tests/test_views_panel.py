@@ -42,7 +42,7 @@ def test_home_shows_runtime_status_form_defaults_and_dataset_choices(client: Cli
     html = response.content.decode()
     assert 'data-testid="tunix:status"' in html
     assert "Runtime required:" in html
-    assert 'value="google/gemma-2b-it"' in html
+    assert 'value="tiny-qwen3"' in html
     assert "tiny-qwen3" in html  # the CPU smoke hint
     assert 'name="dry_run"' in html and "checked" in html.split('name="dry_run"')[1][:80]
     assert 'value="2e-05"' in html
@@ -298,7 +298,7 @@ def test_launch_again_from_an_unknown_run_shows_defaults_and_a_notice(
     assert response.status_code == 200
     html = response.content.decode()
     assert "There is no run with that id to copy" in html
-    assert 'value="google/gemma-2b-it"' in html
+    assert 'value="tiny-qwen3"' in html
 
 
 def test_home_rejects_other_methods(client: Client) -> None:
