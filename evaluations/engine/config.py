@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evaluations.metrics import METRICS
 from runs.trainer.errors import ConfigError
-from runs.trainer.manifest import OUTPUT_ROOTS_ENV, model_roots, output_roots
+from runs.trainer.manifest import OUTPUT_ROOTS_ENV, model_roots, output_roots, read_yaml_config
 
 _REQUIRED: dict[str, set[str]] = {
     "model": {"model_id"},
@@ -70,20 +68,7 @@ def load_config(
     path: str | os.PathLike[str], *, environ: dict[str, str] | None = None
 ) -> EvalConfig:
     """Read, parse and validate the config at ``path``; raise ConfigError with the reason."""
-    config_path = Path(path).absolute()
-    try:
-        text = config_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {config_path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path is a directory: {config_path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {config_path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config is not valid YAML: {first_line}") from None
+    config_path, data = read_yaml_config(path)
     return parse_config(data, config_path=config_path, environ=environ)
 
 

@@ -68,21 +68,31 @@ def load_manifest(
     path: str | os.PathLike[str], *, environ: dict[str, str] | None = None
 ) -> Manifest:
     """Read, parse and validate the manifest at ``path``; raise ConfigError with the reason."""
-    manifest_path = Path(path).absolute()
+    manifest_path, data = read_yaml_config(path)
+    return parse_manifest(data, manifest_path=manifest_path, environ=environ)
+
+
+def read_yaml_config(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """The absolute path of a YAML config file and what it parses to; ConfigError otherwise.
+
+    The trainer's manifest and the evaluation engine's config are read by this one function, so
+    both refuse a missing, unreadable or malformed file in the same words.
+    """
+    config_path = Path(path).absolute()
     try:
-        text = manifest_path.read_text(encoding="utf-8")
+        text = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {manifest_path}") from None
+        raise ConfigError(f"config file not found: {config_path}") from None
     except IsADirectoryError:
-        raise ConfigError(f"config path is a directory: {manifest_path}") from None
+        raise ConfigError(f"config path is a directory: {config_path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {manifest_path}: {exc}") from None
+        raise ConfigError(f"cannot read config {config_path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config is not valid YAML: {first_line}") from None
-    return parse_manifest(data, manifest_path=manifest_path, environ=environ)
+    return config_path, data
 
 
 def parse_manifest(

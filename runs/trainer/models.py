@@ -329,23 +329,26 @@ def _rope_theta(config: dict[str, Any]) -> int:
 
 def tunix_config_from_hf(family: str, config: dict[str, Any]) -> Any:
     """Map Hugging Face config.json fields onto the Tunix ModelConfig of `family`."""
+    sizes = sizes_from_hf_config(family, config)
     try:
-        heads = int(config["num_attention_heads"])
-        embed = int(config["hidden_size"])
-        fields: dict[str, Any] = {
-            "num_layers": int(config["num_hidden_layers"]),
-            "vocab_size": int(config["vocab_size"]),
-            "embed_dim": embed,
-            "hidden_dim": int(config["intermediate_size"]),
-            "num_heads": heads,
-            "head_dim": int(config.get("head_dim") or embed // heads),
-            "num_kv_heads": int(config.get("num_key_value_heads") or heads),
-            "rope_theta": _rope_theta(config),
-            "norm_eps": float(config.get("rms_norm_eps", 1e-6)),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
+        norm_eps = float(config.get("rms_norm_eps", 1e-6))
+        rope_theta = _rope_theta(config)
+    except (TypeError, ValueError) as exc:
         raise ModelError(f"config.json lacks a usable field: {exc}") from None
-    tied = bool(config.get("tie_word_embeddings", False))
+    fields: dict[str, Any] = {
+        key: sizes[key]
+        for key in (
+            "num_layers",
+            "vocab_size",
+            "embed_dim",
+            "hidden_dim",
+            "num_heads",
+            "head_dim",
+            "num_kv_heads",
+        )
+    }
+    fields.update(rope_theta=rope_theta, norm_eps=norm_eps)
+    tied = sizes["tied"]
     if family == "qwen3":
         from tunix.models.qwen3 import model as qwen3
 
