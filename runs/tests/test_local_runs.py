@@ -167,11 +167,13 @@ def test_trainer_gets_a_scrubbed_environment(
         "HF_HUB_OFFLINE",
         "TUNIX_OUTPUT_ROOTS",
         "TUNIX_MODEL_ROOTS",
+        "TUNIX_RUN_ID",
         "LC_CTYPE",  # added by the interpreter itself under a C locale (PEP 538)
     }
     assert set(env) <= allowed, set(env) - allowed
     assert "very-secret" not in json.dumps(env)
     assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["TUNIX_RUN_ID"] == body["run_id"]
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["PYTHONPATH"] == str(django_settings.BASE_DIR)
     assert env["TUNIX_OUTPUT_ROOTS"].split(os.pathsep)[0] == str(data_dir / "outputs")
