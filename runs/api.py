@@ -543,5 +543,8 @@ def run_artifact_download(request: HttpRequest, run_id: uuid.UUID, filename: str
             raise HttpError(404, f"Artifact not on this server: held by host {holder}")
         raise HttpError(404, ARTIFACT_NOT_FOUND)
     return FileResponse(
-        path.open("rb"), as_attachment=True, filename=filename, content_type=OCTET_STREAM
+        path.open("rb"),
+        as_attachment=True,
+        filename=path.name,
+        content_type=OCTET_STREAM,
     )

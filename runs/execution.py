@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -44,6 +45,8 @@ from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 from runs.schemas import TunixRunRequest
 from runs.services import STOPPED_MESSAGE, StartedRun, run_finish, run_trainer_record
 from runs.supervisor import Ending, trainer_supervise
+from runs.trainer.train import CHECKPOINT_SUBDIR
+from runs.training import training_report
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,15 @@ def _stopped_outcome(started: StartedRun) -> RunOutcome:
         stdout=stdout,
         stderr=f"{stderr}\n{STOPPED_MESSAGE}" if stderr else STOPPED_MESSAGE,
         metrics=metrics_parse(started.directory / METRICS_FILE, run_id=started.run.run_id),
+        training=_training_of(started.run),
     )
+
+
+def _training_of(run: TunixRun) -> dict[str, Any] | None:
+    """The training report of a local run's output directory (None for a dry-run)."""
+    if run.mode != RunMode.LOCAL:
+        return None
+    return training_report(output_dir_absolute(run.output_dir))
 
 
 def _record(started: StartedRun, outcome: RunOutcome, *, reason: str) -> None:
@@ -161,7 +172,25 @@ def _manifest_for(run: TunixRun, request: TunixRunRequest, *, output_dir: str) -
         num_epochs=request.num_epochs,
         batch_size=request.batch_size,
         max_seq_length=request.max_seq_length,
+        checkpoint_every_n_steps=request.checkpoint_every_n_steps,
+        lora=request.lora.model_dump() if request.lora is not None else None,
+        resume=_resume_section(run),
     )
+
+
+def _resume_section(run: TunixRun) -> dict[str, str] | None:
+    """The manifest's `resume` section: the checkpoints of the run this one continues."""
+    if run.resumed_from_id is None:
+        return None
+    source_dir = (
+        TunixRun.objects.filter(pk=run.resumed_from_id).values_list("output_dir", flat=True).first()
+    )
+    if source_dir is None:
+        return None
+    return {
+        "run_id": str(run.resumed_from_id),
+        "checkpoint_dir": str(output_dir_absolute(source_dir) / CHECKPOINT_SUBDIR),
+    }
 
 
 # --- Dry-run ----------------------------------------------------------------------------
@@ -358,6 +387,7 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome 
         stderr=stderr,
         metrics=supervision.metrics,
         artifacts=artifacts_scan(output_dir_absolute(run.output_dir)),
+        training=_training_of(run),
     )
     if supervision.ending == Ending.TIMEOUT:
         outcome.status = RunStatus.TIMEOUT

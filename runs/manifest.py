@@ -24,22 +24,39 @@ def manifest_yaml(
     num_epochs: int,
     batch_size: int,
     max_seq_length: int,
+    checkpoint_every_n_steps: int | None = None,
+    lora: dict[str, Any] | None = None,
+    resume: dict[str, str] | None = None,
 ) -> str:
-    """The manifest of one SFT run; keys in this order, as the original API wrote them."""
-    manifest = {
+    """The manifest of one SFT run; keys in this order, as the original API wrote them.
+
+    `checkpoint_every_n_steps` (under `training`), `lora` and `resume` are written only
+    when given, so a manifest without them is byte for byte the original's
+    (docs/training.md describes each).
+    """
+    training: dict[str, Any] = {
+        "learning_rate": learning_rate,
+        "num_epochs": num_epochs,
+        "batch_size": batch_size,
+        "max_seq_length": max_seq_length,
+    }
+    if checkpoint_every_n_steps is not None:
+        training["checkpoint_every_n_steps"] = checkpoint_every_n_steps
+    manifest: dict[str, Any] = {
         "version": "1.0",
         "runner": "tunix",
         "mode": "sft",
         "model": {"model_id": model_id},
         "dataset": {"format": "tunix_sft", "path": f"./datasets/{dataset_key}.jsonl"},
-        "training": {
-            "learning_rate": learning_rate,
-            "num_epochs": num_epochs,
-            "batch_size": batch_size,
-            "max_seq_length": max_seq_length,
-        },
-        "output": {"output_dir": output_dir},
+        "training": training,
     }
+    if lora is not None:
+        manifest["lora"] = {
+            key: lora[key] for key in ("rank", "alpha", "dropout", "target_modules", "export")
+        }
+    if resume is not None:
+        manifest["resume"] = dict(resume)
+    manifest["output"] = {"output_dir": output_dir}
     return yaml.dump(
         manifest, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True
     )

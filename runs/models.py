@@ -115,6 +115,19 @@ class TunixRun(models.Model):
         related_name="launched_runs",
         db_index=False,
     )
+    # The run whose last checkpoint this one continued (null: it started afresh).
+    # PROTECT: runs are never deleted; the link is the audit trail of a resume.
+    resumed_from = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="resumed_by",
+    )
+    # What a local run's trainer reported when it ended (its run_summary.json, the
+    # fields of runs.schemas.RunTrainingOut) and the checkpoint steps it left; null
+    # for a dry-run and for a run that reported nothing (runs.training).
+    training = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-run_id"]
@@ -168,6 +181,18 @@ class TunixRun(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def lora(self) -> dict[str, object] | None:
+        """The LoRA settings it was launched with (None: full-weight), from its config."""
+        lora = (self.config or {}).get("lora")
+        return lora if isinstance(lora, dict) else None
+
+    @property
+    def checkpoint_every_n_steps(self) -> int | None:
+        """The checkpoint cadence it asked for (None: the trainer's default)."""
+        value = (self.config or {}).get("checkpoint_every_n_steps")
+        return value if isinstance(value, int) else None
 
     @property
     def metrics_summary(self) -> dict[str, float | int | None] | None:

@@ -44,6 +44,9 @@ class RunOutcome:
     # The files of a local run's output directory when it ended (runs.artifacts);
     # None for a dry-run, or when nothing was recorded.
     artifacts: list[dict[str, Any]] | None = None
+    # A local run's training report (runs.training); None for a dry-run, or when
+    # its trainer reported nothing.
+    training: dict[str, Any] | None = None
 
 
 def outcome_fields(*, started_at: datetime, outcome: RunOutcome) -> dict[str, Any]:
@@ -58,6 +61,7 @@ def outcome_fields(*, started_at: datetime, outcome: RunOutcome) -> dict[str, An
         "completed_at": outcome.completed_at,
         "duration_seconds": duration,
         "artifacts": outcome.artifacts,
+        "training": outcome.training,
         **metrics_summary(outcome.metrics),
     }
 
@@ -99,6 +103,7 @@ def pending_outcome_save(*, run_id: uuid.UUID, outcome: RunOutcome) -> None:
         "completed_at": outcome.completed_at.isoformat(),
         "metrics": outcome.metrics,
         "artifacts": outcome.artifacts,
+        "training": outcome.training,
     }
     try:
         run_dir = run_directory(run_id=run_id)
@@ -124,6 +129,7 @@ def pending_outcome_load(*, run_id: uuid.UUID) -> RunOutcome | None:
             completed_at=datetime.fromisoformat(record["completed_at"]),
             metrics=list(record["metrics"]),
             artifacts=record.get("artifacts"),
+            training=record.get("training"),
         )
     except FileNotFoundError:
         return None

@@ -9,7 +9,7 @@ these from their attributes (`from_attributes`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.conf import settings
@@ -35,6 +35,55 @@ def _queue_enum(schema: dict[str, Any]) -> None:
             option["enum"] = list(settings.TUNIX_QUEUES)
 
 
+# Every module name a LoRA adapter may target in some family the trainer knows
+# (runs/trainer/lora.py lists them per family; the service checks the model's own).
+LORA_MODULE_NAMES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "q_einsum",
+    "kv_einsum",
+    "qkv_einsum",
+    "attn_vec_einsum",
+)
+LoraModuleName = Literal[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "q_einsum",
+    "kv_einsum",
+    "qkv_einsum",
+    "attn_vec_einsum",
+]
+
+
+class LoraRequest(Schema):
+    """The `lora` object of a launch: train a low-rank adapter instead of every weight."""
+
+    rank: Integer = Field(ge=1, le=256)
+    alpha: Number = Field(default=16.0, gt=0, le=1024.0)
+    dropout: Number = Field(default=0.0, ge=0, lt=1.0)
+    # Null: every module of the model's family (the service stores the list it chose).
+    target_modules: list[LoraModuleName] | None = Field(default=None, min_length=1, max_length=11)
+    # What the run exports: the adapter folded into the base weights, or the adapter alone.
+    export: Literal["merged", "adapter"] = "merged"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _unique(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("target_modules must not name a module twice")
+        return names
+
+
 class TunixRunRequest(Schema):
     """Body of POST /api/tunix/run; also what the page form and `tunix_run` build."""
 
@@ -58,6 +107,13 @@ class TunixRunRequest(Schema):
         default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
     )
 
+    # Additive (docs/training.md): LoRA instead of full-weight SFT (null: full-weight),
+    # the run whose last checkpoint this one continues, and how often it checkpoints
+    # (null: a third of the run's steps).
+    lora: LoraRequest | None = None
+    resume_from: UUID | None = None
+    checkpoint_every_n_steps: Integer | None = Field(default=None, ge=1, le=1_000_000)
+
     @field_validator("queue")
     @classmethod
     def _known_queue(cls, queue: str | None) -> str | None:
@@ -71,6 +127,46 @@ class RunMetricsSummaryOut(Schema):
     final_loss: float | None
     best_eval_loss: float | None
     tokens_per_second: float | None
+
+
+class RunPhasesOut(Schema):
+    load: float | None = None
+    compile: float | None = None
+    train: float | None = None
+    eval: float | None = None
+    save: float | None = None
+
+
+class RunTrainingOut(Schema):
+    """What a local run's trainer reported (run_summary.json) and the checkpoints it left."""
+
+    parameters: int | None = None
+    trainable_parameters: int | None = None
+    total_steps: int | None = None
+    trained_steps: int | None = None
+    steps_per_second: float | None = None
+    tokens_per_second: float | None = None
+    train_seconds: float | None = None
+    phases: RunPhasesOut | None = None
+    peak_host_memory_bytes: int | None = None
+    # Null on the CPU.
+    peak_device_memory_bytes: int | None = None
+    device: str | None = None
+    # full, merged or adapter; null when the run exported no model.
+    export_format: str | None = None
+    # The steps of the orbax checkpoints in its output directory when it ended.
+    checkpoint_steps: list[int] = []
+    # When it resumed another run: the step it started from and the restore's seconds.
+    resumed_step: int | None = None
+    restore_seconds: float | None = None
+
+
+class LoraOut(Schema):
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: list[str]
+    export: str
 
 
 class TunixRunResponse(Schema):
@@ -102,6 +198,13 @@ class TunixRunResponse(Schema):
     # Additive: the username of who launched the run (null: an anonymous client,
     # or a run older than the field; docs/decisions.md#who-did-what).
     launched_by: str | None = Field(None, validation_alias=AliasChoices("launched_by_name"))
+    # Additive (docs/training.md): the LoRA the run trains (null: full-weight), its
+    # checkpoint cadence (null: the trainer's default), the run it resumed, and what
+    # its trainer reported when it ended (null: a dry-run, or a run still going).
+    lora: LoraOut | None = None
+    checkpoint_every_n_steps: int | None = None
+    resumed_from: UUID | None = Field(None, validation_alias=AliasChoices("resumed_from_id"))
+    training: RunTrainingOut | None = None
 
 
 class TunixRunListItem(Schema):

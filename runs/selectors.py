@@ -29,7 +29,7 @@ from tunix_registry.actors import with_username
 
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
-LIST_DEFERRED = ("stdout", "stderr", "config")
+LIST_DEFERRED = ("stdout", "stderr", "config", "artifacts", "training")
 # From this offset on, a page first reads its ids from an index alone, then the rows.
 DEEP_OFFSET = 200
 
@@ -137,6 +137,15 @@ def run_list(
 def run_get(*, run_id: uuid.UUID) -> TunixRun | None:
     """One run, all columns, its launcher's username; or None (API detail, run page, commands)."""
     return with_username(TunixRun.objects.filter(pk=run_id), "launched_by").first()
+
+
+def run_resumed_by(*, run_id: uuid.UUID) -> list[TunixRun]:
+    """The runs that continued this one's checkpoints, newest first (ids, status, dates only)."""
+    return list(
+        TunixRun.objects.filter(resumed_from_id=run_id)
+        .only("run_id", "status", "created_at", "started_at", "resumed_from_id")
+        .order_by("-created_at", "-run_id")
+    )
 
 
 def run_finished_exists(*, run_id: uuid.UUID) -> bool:

@@ -39,6 +39,7 @@ from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from runs.metrics import METRICS_FILE, metrics_parse
 from runs.model_roots import ModelIdRefused, model_id_resolve
 from runs.models import (
+    ACTIVE_STATUSES,
     EXECUTING_STATUSES,
     TERMINAL_STATUSES,
     RunEvent,
@@ -57,11 +58,12 @@ from runs.outcomes import (
     pending_outcome_save,
     truncate_output,
 )
-from runs.outputs import OutputDirRefused, output_dir_resolve
+from runs.outputs import OutputDirRefused, output_dir_absolute, output_dir_resolve
 from runs.processes import host_name, orphans_kill, process_alive, process_fingerprint
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE, tunix_runtime_available
 from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory, run_log_text
+from runs.training import checkpoint_steps, lora_targets_for, model_family, training_report
 from tunix_registry.actors import REAPER, Actor
 
 logger = logging.getLogger(__name__)
@@ -194,6 +196,79 @@ def _checked_model_id(request: TunixRunRequest) -> TunixRunRequest:
     return request.model_copy(update={"model_id": model_id})
 
 
+def _checked_lora(request: TunixRunRequest) -> TunixRunRequest:
+    """The request with the LoRA target modules the run will adapt, checked against the family.
+
+    No `target_modules`: every module of the model's family (docs/training.md#lora). A
+    family known here (built-in models, checkpoint directories) is checked now; a hub
+    model's is checked by the trainer's preflight (a dry-run reports it).
+    """
+    from runs.trainer.lora import LORA_TARGETS
+
+    lora = request.lora
+    if lora is None:
+        return request
+    family = model_family(request.model_id)
+    if lora.target_modules is None:
+        lora = lora.model_copy(update={"target_modules": lora_targets_for(family)})
+        return request.model_copy(update={"lora": lora})
+    allowed = LORA_TARGETS.get(family or "")
+    if allowed is not None:
+        unknown = [name for name in lora.target_modules if name not in allowed]
+        if unknown:
+            raise InvalidRunRequest(
+                "lora.target_modules",
+                f"The {family} family has no module {', '.join(map(repr, unknown))}; "
+                f"it has: {', '.join(allowed)}",
+            )
+    return request
+
+
+def _resume_source(request: TunixRunRequest) -> TunixRun | None:
+    """The run `resume_from` names, when the request may continue its last checkpoint.
+
+    Raises InvalidRunRequest("resume_from") naming what stands in the way: no such run,
+    a dry-run, a run still active, no checkpoint, another model or another LoRA shape
+    (the trainer checks the same again from the checkpoint's own run_summary.json).
+    """
+    from runs.trainer.train import describe_lora_shape, lora_shape
+
+    if request.resume_from is None:
+        return None
+    run_id = request.resume_from
+    source = TunixRun.objects.filter(pk=run_id).first()
+    if source is None:
+        raise InvalidRunRequest("resume_from", f"Run not found: {run_id}")
+    if source.mode != RunMode.LOCAL:
+        raise InvalidRunRequest(
+            "resume_from", f"Run {run_id} is a dry-run: only a local run leaves checkpoints"
+        )
+    if source.status in ACTIVE_STATUSES:
+        raise InvalidRunRequest(
+            "resume_from", f"Run {run_id} is still {source.status}: resume it once it has ended"
+        )
+    steps = (source.training or {}).get("checkpoint_steps") or checkpoint_steps(
+        output_dir_absolute(source.output_dir)
+    )
+    if not steps:
+        raise InvalidRunRequest("resume_from", f"Run {run_id} left no checkpoint to resume from")
+    if source.model_id != request.model_id:
+        raise InvalidRunRequest(
+            "resume_from",
+            f"Run {run_id} trained model {source.model_id!r}; "
+            f"this request asks for {request.model_id!r}",
+        )
+    before = lora_shape(source.lora)
+    now = lora_shape(request.lora.model_dump() if request.lora is not None else None)
+    if before != now:
+        raise InvalidRunRequest(
+            "resume_from",
+            f"Run {run_id} trained {describe_lora_shape(before)}; "
+            f"this request asks for {describe_lora_shape(now)}",
+        )
+    return source
+
+
 def _supervised_by_this_process(run: TunixRun, now: datetime) -> None:
     pid = os.getpid()
     run.supervisor_host = host_name()
@@ -209,7 +284,8 @@ def _new_run(request: TunixRunRequest, *, mode: str, status: str, actor: Actor) 
     """
     run_id = uuid.uuid4()
     output_dir = _checked_output_dir(request, run_id)
-    request = _checked_model_id(request)
+    request = _checked_lora(_checked_model_id(request))
+    source = _resume_source(request)
     now = timezone.now()
     return TunixRun(
         run_id=run_id,
@@ -222,6 +298,7 @@ def _new_run(request: TunixRunRequest, *, mode: str, status: str, actor: Actor) 
         output_dir=output_dir,
         config=request.model_dump(mode="json"),
         launched_by=actor.user,
+        resumed_from=source,
     )
 
 
@@ -714,6 +791,7 @@ def _interrupted_outcome(run: TunixRun, now: datetime, host: str, message: str) 
     """
     metrics: list[dict[str, Any]] = []
     stdout = stderr = ""
+    training = None
     here = run.mode == RunMode.LOCAL and run.supervisor_host == host
     if here:
         run_dir = run_directory(run_id=run.run_id)
@@ -722,6 +800,8 @@ def _interrupted_outcome(run: TunixRun, now: datetime, host: str, message: str) 
         stdout = log_excerpt(run_dir / "stdout.log")
         stderr = log_excerpt(run_dir / "stderr.log")
         metrics = metrics_parse(run_dir / METRICS_FILE, run_id=run.run_id)
+        # What it checkpointed before it died is what a resume of it continues.
+        training = training_report(output_dir_absolute(run.output_dir))
     if not here or not (stdout or stderr or metrics):
         stdout, stderr = _stored_output(run, "stdout"), _stored_output(run, "stderr")
         metrics = [
@@ -740,6 +820,7 @@ def _interrupted_outcome(run: TunixRun, now: datetime, host: str, message: str) 
         stderr=f"{stderr}\n{message}" if stderr else message,
         completed_at=now,
         metrics=metrics,
+        training=training,
     )
 
 

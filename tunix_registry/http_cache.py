@@ -39,7 +39,7 @@ from django.utils.http import parse_etags, quote_etag
 
 # Bumped whenever the representation of a resource changes, so that copies
 # kept by clients and proxies under the old ETags are not served for the new form.
-REPRESENTATION_VERSION = "1"
+REPRESENTATION_VERSION = "2"
 # A year: the longest lifetime RFC 9111 suggests for content that never changes.
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 

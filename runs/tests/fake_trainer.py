@@ -22,6 +22,10 @@ behaviour is chosen by the model id:
   metrics step, then sleeps for ever.
 - `fake-artifacts`: writes two files, a directory and a symbolic link into the
   output dir; exits 0.
+- `fake-train`: leaves what the real trainer leaves in the output dir: a
+  run_summary.json (its resume and lora sections echoing the manifest's),
+  checkpoints/2/ and checkpoints/4/, and an exported model/ (config.json,
+  README.md); writes the manifest it was given to manifest.seen; exits 0.
 
 It imports only the standard library and PyYAML.
 """
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -136,8 +141,46 @@ def main(argv: list[str]) -> int:
         (output / "checkpoints" / "inner.bin").write_bytes(b"x")
         (output / "link.txt").symlink_to(output / "notes.txt")
         return 0
+    if behaviour == "fake-train":
+        return _fake_train(manifest, cwd)
     print(f"unknown model: {behaviour}", file=sys.stderr)
     return 4
+
+
+def _fake_train(manifest: dict[str, Any], cwd: Path) -> int:
+    output = Path(manifest["output"]["output_dir"])
+    (cwd / "manifest.seen").write_text(json.dumps(manifest))
+    for step in (2, 4):
+        (output / "checkpoints" / str(step)).mkdir(parents=True, exist_ok=True)
+        (output / "checkpoints" / str(step) / "state").write_bytes(b"s" * step)
+    (output / "checkpoints" / "6.orbax-checkpoint-tmp-1").mkdir()
+    (output / "model").mkdir()
+    (output / "model" / "config.json").write_text('{"model_type": "qwen3"}')
+    (output / "model" / "README.md").write_text(f"# run {os.environ.get('TUNIX_RUN_ID')}\n")
+    resume = manifest.get("resume")
+    summary = {
+        "final": True,
+        "model_id": manifest["model"]["model_id"],
+        "parameters": 91456,
+        "trainable_parameters": 12288 if manifest.get("lora") else 91456,
+        "total_steps": 4,
+        "trained_steps": 4,
+        "steps_per_second": 110.5,
+        "tokens_per_second": 9000.25,
+        "train_seconds": 0.5,
+        "phases": {"load": 1.5, "compile": 2.0, "train": 0.5, "eval": 0.25, "save": 0.125},
+        "peak_host_memory_bytes": 512 << 20,
+        "peak_device_memory_bytes": None,
+        "device": "cpu",
+        "export_format": (manifest.get("lora") or {}).get("export", "full"),
+        "lora": manifest.get("lora"),
+        "resumed_from": {"run_id": resume["run_id"], "step": 4, "restore_seconds": 0.75}
+        if resume
+        else None,
+    }
+    (output / "run_summary.json").write_text(json.dumps(summary))
+    print("trained 4 steps")
+    return 0
 
 
 if __name__ == "__main__":

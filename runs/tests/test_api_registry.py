@@ -269,6 +269,12 @@ def test_detail_returns_the_stored_run(client: Client, microsecond: int) -> None
         "heartbeat_at": None,
         # Additive: who launched it (null for a run without a launcher).
         "launched_by": None,
+        # Additive: full-weight, the trainer's checkpoint cadence, resumed nothing,
+        # and no trainer report (this run has no output directory on disk).
+        "lora": None,
+        "checkpoint_every_n_steps": None,
+        "resumed_from": None,
+        "training": None,
     }
     assert body["started_at"].endswith("+00:00")
 

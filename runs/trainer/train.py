@@ -94,7 +94,7 @@ def check_resume_source(manifest: Manifest) -> None:
             f"resume: the checkpoint's run trained model {trained!r}, "
             f"this manifest asks for {manifest.model_id!r}"
         )
-    before = _lora_shape(summary.get("lora"))
+    before = lora_shape(summary.get("lora"))
     now = (
         None
         if manifest.lora is None
@@ -102,19 +102,21 @@ def check_resume_source(manifest: Manifest) -> None:
     )
     if before != now:
         raise ConfigError(
-            f"resume: the checkpoint's run trained {_describe_shape(before)}, "
-            f"this manifest asks for {_describe_shape(now)}"
+            f"resume: the checkpoint's run trained {describe_lora_shape(before)}, "
+            f"this manifest asks for {describe_lora_shape(now)}"
         )
 
 
-def _lora_shape(lora: Any) -> tuple[int, tuple[str, ...]] | None:
+def lora_shape(lora: Any) -> tuple[int, tuple[str, ...]] | None:
+    """What a resume must match of a run's LoRA settings (a mapping, or None for full-weight):
+    its rank and its sorted target modules; None for full-weight."""
     if not isinstance(lora, dict):
         return None
     targets = lora.get("target_modules") or []
     return int(lora.get("rank", 0)), tuple(sorted(str(name) for name in targets))
 
 
-def _describe_shape(shape: tuple[int, tuple[str, ...]] | None) -> str:
+def describe_lora_shape(shape: tuple[int, tuple[str, ...]] | None) -> str:
     if shape is None:
         return "full-weight"
     rank, targets = shape
