@@ -77,11 +77,21 @@ def test_a_real_tiny_training_is_recorded_with_its_metrics(client: Client, data_
 
     checkpoint = data_dir / body["output_dir"]
     assert checkpoint.is_dir() and any(checkpoint.iterdir())
-    # The artifacts are the files directly in the output directory, as recorded.
+    # The artifacts are the files directly in the output directory, then the exported model's.
     assert run.artifacts is not None
-    assert [a["name"] for a in run.artifacts] == sorted(
-        p.name for p in checkpoint.iterdir() if p.is_file() and not p.is_symlink()
-    )
+    top = sorted(p.name for p in checkpoint.iterdir() if p.is_file() and not p.is_symlink())
+    model = sorted(f"model/{p.name}" for p in (checkpoint / "model").iterdir() if p.is_file())
+    assert "model/config.json" in model
+    assert [a["name"] for a in run.artifacts] == top + model
+    # What the trainer reported is on the run: a full-weight run trains every parameter.
+    training = body["training"]
+    assert training["parameters"] > 0
+    assert training["trainable_parameters"] == training["parameters"]
+    last_step = RunMetric.objects.filter(run=run).order_by("-step").values_list("step", flat=True)
+    assert training["trained_steps"] == training["total_steps"] == last_step[0]
+    assert training["export_format"] == "full"
+    assert training["checkpoint_steps"][-1:] == [training["total_steps"]]
+    assert training["resumed_step"] is None
     # The exported model's card names the run that trained it.
     card = (checkpoint / "model" / "README.md").read_text()
     assert str(run.run_id) in card
