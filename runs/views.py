@@ -57,6 +57,7 @@ from runs.selectors import (
     run_log_text,
     run_metrics,
     run_queue_position,
+    run_resumed_by,
     workers_live,
 )
 from runs.services import (
@@ -103,7 +104,9 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
     (launchers only; others see the history without the form)."""
     if request.method == "POST":
         return _launch(request)
-    initial, prefill_notice = _prefill(request.GET.get("from"))
+    initial, prefill_notice = _prefill(
+        request.GET.get("from"), resume=bool(request.GET.get("resume"))
+    )
     return _render_home(request, form=LaunchForm(initial=initial), prefill_notice=prefill_notice)
 
 
@@ -126,7 +129,8 @@ def _launch(request: HtmxHttpRequest) -> HttpResponse:
             context["runtime_error"] = str(exc)
             status = 501
         except InvalidRunRequest as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+            # "lora.target_modules" is the lora_target_modules box, "resume_from" its own.
+            form.add_error(form.field_for(exc.field), str(exc))
             status = 422
         except QueueUnavailable as exc:
             form.add_error(None, f"{exc}. Nothing was launched; the form keeps your values.")
@@ -148,8 +152,11 @@ def _to_queued_run(request: HtmxHttpRequest, run: TunixRun) -> HttpResponse:
     return redirect(url)
 
 
-def _prefill(run_id: str | None) -> tuple[dict[str, Any], str]:
-    """Initial launch values copied from a stored run ("launch again"), and a notice."""
+def _prefill(run_id: str | None, *, resume: bool = False) -> tuple[dict[str, Any], str]:
+    """Initial launch values copied from a stored run ("launch again"), and a notice.
+
+    With `resume`, the new run also continues that run's last checkpoint (`resume_from`).
+    """
     if not run_id:
         return {}, ""
     try:
@@ -160,6 +167,12 @@ def _prefill(run_id: str | None) -> tuple[dict[str, Any], str]:
         return {}, "There is no run with that id to copy; the form shows the defaults."
     initial = {"dataset_key": run.dataset_key, "model_id": run.model_id}
     initial.update(LaunchForm.initial_from_config(run.config or {}))
+    if resume:
+        initial["resume_from"] = str(run.run_id)
+        return initial, (
+            f"Pre-filled from run {run.run_id} to resume from its last checkpoint. "
+            "Launching creates a new run."
+        )
     return initial, f"Pre-filled from run {run.run_id}. Launching creates a new run."
 
 
@@ -295,6 +308,40 @@ def _run_facts(run: TunixRun) -> dict[str, Any]:
     return facts
 
 
+# The trainer's phases in the order they happen (runs.schemas.RunPhasesOut).
+TRAINING_PHASES = ("load", "compile", "train", "eval", "save")
+
+
+def _training_context(run: TunixRun) -> dict[str, Any]:
+    """The run page's Training panel: what the trainer reported, LoRA, checkpoints, resumes.
+
+    One query (the runs that resumed this one); the rest is the run's own row.
+    """
+    training = run.training if isinstance(run.training, dict) else None
+    share = None
+    phases: list[tuple[str, float]] = []
+    checkpoint_steps: list[int] = []
+    if training is not None:
+        total, trainable = training.get("parameters"), training.get("trainable_parameters")
+        if isinstance(total, int) and isinstance(trainable, int) and total > 0:
+            share = 100 * trainable / total
+        reported = training.get("phases") or {}
+        phases = [
+            (name, reported[name]) for name in TRAINING_PHASES if reported.get(name) is not None
+        ]
+        checkpoint_steps = list(training.get("checkpoint_steps") or [])
+    return {
+        "training": training,
+        "trainable_share": share,
+        "training_phases": phases,
+        "checkpoint_steps": checkpoint_steps,
+        "lora": run.lora,
+        "resumed_by": run_resumed_by(run_id=run.run_id),
+        # The service's rules for a resume source, as far as the row tells them.
+        "resumable": (run.mode == RunMode.LOCAL and run.is_terminal and bool(checkpoint_steps)),
+    }
+
+
 def _log_files(run: TunixRun) -> dict[str, bool]:
     return {
         stream: run_log_path(run_id=run.run_id, stream=stream) is not None for stream in LOG_STREAMS
@@ -327,6 +374,7 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "live_url": _live_url(run, since_seq=since_seq),
         "is_local": run.mode == RunMode.LOCAL,
         "config_rows": sorted((run.config or {}).items()),
+        **_training_context(run),
     }
     return render(request, DETAIL_TEMPLATE, context)
 
@@ -368,6 +416,7 @@ def run_live(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         context["events"] = run_events(run_id=run.run_id)
         context["logs"] = _log_files(run)
         context["has_chunks"] = bool(chunks) or since_seq > 0
+        context.update(_training_context(run))
     return render(request, f"{DETAIL_TEMPLATE}#live", context)
 
 

@@ -3,7 +3,9 @@
 A dry-run executes here and its outcome is printed. A local run is queued for a
 worker (`manage.py run_worker`, on this machine or another) and the command
 prints its id and `pending`; `--wait` follows it to its end with a progress line
-and prints the outcome.
+and prints the outcome. `--lora-*`, `--checkpoint-every` and `--resume-from`
+fill the request's `lora`, `checkpoint_every_n_steps` and `resume_from`
+(docs/training.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,52 @@ from tunix_registry.actors import command_actor
 EXCERPT_LINES = 20
 # Seconds between two looks at a followed run.
 POLL_SECONDS = 1.0
+# The flag of each request field, for the errors that name one.
+FLAGS = {
+    "output_dir": "--output-dir",
+    "learning_rate": "--learning-rate",
+    "num_epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "max_seq_length": "--max-seq-length",
+    "queue": "--queue",
+    "lora": "--lora-rank",
+    "lora.rank": "--lora-rank",
+    "lora.alpha": "--lora-alpha",
+    "lora.dropout": "--lora-dropout",
+    "lora.target_modules": "--lora-targets",
+    "lora.export": "--lora-export",
+    "checkpoint_every_n_steps": "--checkpoint-every",
+    "resume_from": "--resume-from",
+}
+# The LoRA options besides the rank: (option dest, LoraRequest field).
+LORA_OPTIONS = (
+    ("lora_alpha", "alpha"),
+    ("lora_dropout", "dropout"),
+    ("lora_targets", "target_modules"),
+    ("lora_export", "export"),
+)
+
+
+def _named(field: str) -> str:
+    """A request field with its flag: `--lora-targets (lora.target_modules)`."""
+    flag = FLAGS.get(field)
+    return f"{flag} ({field})" if flag else field
+
+
+def _targets(value: str) -> list[str]:
+    """`--lora-targets q_proj,v_proj` as a list (blank items dropped)."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _lora(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's `lora` object from the --lora-* flags; None without --lora-rank."""
+    given = {field: options[dest] for dest, field in LORA_OPTIONS if options[dest] is not None}
+    if options["lora_rank"] is None:
+        if given:
+            flags = ", ".join(FLAGS[f"lora.{field}"] for field in given)
+            raise CommandError(f"{flags} need --lora-rank (without it the run trains every weight)")
+        return None
+    return {"rank": options["lora_rank"], **given}
 
 
 def _tail(text: str, lines: int = EXCERPT_LINES) -> str:
@@ -115,27 +163,93 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", dest="num_epochs", type=int, default=3)
         parser.add_argument("--batch-size", dest="batch_size", type=int, default=8)
         parser.add_argument("--max-seq-length", dest="max_seq_length", type=int, default=2048)
+        parser.add_argument(
+            "--lora-rank",
+            dest="lora_rank",
+            type=int,
+            default=None,
+            metavar="R",
+            help="train a LoRA adapter of this rank (1-256) instead of every weight "
+            "(default: full-weight training)",
+        )
+        parser.add_argument(
+            "--lora-alpha",
+            dest="lora_alpha",
+            type=float,
+            default=None,
+            metavar="A",
+            help="with --lora-rank: the LoRA scaling alpha, above 0 and at most 1024 (default 16)",
+        )
+        parser.add_argument(
+            "--lora-dropout",
+            dest="lora_dropout",
+            type=float,
+            default=None,
+            metavar="P",
+            help="with --lora-rank: dropout on the adapter's input, 0 to below 1 (default 0)",
+        )
+        parser.add_argument(
+            "--lora-targets",
+            dest="lora_targets",
+            type=_targets,
+            default=None,
+            metavar="MODULES",
+            help="with --lora-rank: comma-separated modules to adapt, e.g. q_proj,v_proj "
+            "(default: every module of the model's family)",
+        )
+        parser.add_argument(
+            "--lora-export",
+            dest="lora_export",
+            choices=("merged", "adapter"),
+            default=None,
+            help="with --lora-rank: export the adapter folded into the base weights (merged, "
+            "the default) or the adapter alone",
+        )
+        parser.add_argument(
+            "--checkpoint-every",
+            dest="checkpoint_every_n_steps",
+            type=int,
+            default=None,
+            metavar="N",
+            help="save a checkpoint every N training steps, 1-1000000 "
+            "(default: a third of the run's steps)",
+        )
+        parser.add_argument(
+            "--resume-from",
+            dest="resume_from",
+            default=None,
+            metavar="RUN_ID",
+            help="continue from the last checkpoint of this finished local run "
+            "(same model and LoRA shape)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         local = options["local"]
         if not local and (options["wait"] or options["queue"]):
             raise CommandError("--wait and --queue go with --local (a dry-run executes here)")
         actor = command_actor(options["as_user"])
+        lora = _lora(options)
         try:
-            request = TunixRunRequest(
-                dataset_key=options["dataset_key"],
-                model_id=options["model_id"],
-                output_dir=options["output_dir"],
-                dry_run=not local,
-                learning_rate=options["learning_rate"],
-                num_epochs=options["num_epochs"],
-                batch_size=options["batch_size"],
-                max_seq_length=options["max_seq_length"],
-                queue=options["queue"],
+            request = TunixRunRequest.model_validate(
+                {
+                    "dataset_key": options["dataset_key"],
+                    "model_id": options["model_id"],
+                    "output_dir": options["output_dir"],
+                    "dry_run": not local,
+                    "learning_rate": options["learning_rate"],
+                    "num_epochs": options["num_epochs"],
+                    "batch_size": options["batch_size"],
+                    "max_seq_length": options["max_seq_length"],
+                    "queue": options["queue"],
+                    "lora": lora,
+                    "checkpoint_every_n_steps": options["checkpoint_every_n_steps"],
+                    "resume_from": options["resume_from"],
+                }
             )
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                f"{_named('.'.join(str(p) for p in err['loc'][:2]))}: {err['msg']}"
+                for err in exc.errors()
             )
             raise CommandError(f"invalid run request: {problems}") from None
 
@@ -145,14 +259,14 @@ class Command(BaseCommand):
             except TunixRuntimeUnavailable as exc:
                 raise CommandError(str(exc)) from None
             except InvalidRunRequest as exc:
-                raise CommandError(f"invalid {exc.field}: {exc}") from None
+                raise CommandError(f"invalid {_named(exc.field)}: {exc}") from None
             self._outcome(run_execute(started=started))
             return
 
         try:
             queued = run_enqueue(request=request, actor=actor, queue=request.queue)
         except InvalidRunRequest as exc:
-            raise CommandError(f"invalid {exc.field}: {exc}") from None
+            raise CommandError(f"invalid {_named(exc.field)}: {exc}") from None
         except QueueUnavailable as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"run {queued.run_id}: pending (local) on queue {queued.queue}")
