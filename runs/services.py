@@ -516,9 +516,14 @@ def _mode_label(run_id: uuid.UUID) -> str:
 
 def _task_close(run_id: uuid.UUID, why: str) -> None:
     """Close the queue row of a run that will not be executed (or whose worker is lost)."""
+    task_id = TunixRun.objects.filter(pk=run_id).values_list("task_id", flat=True).first()
+    task_close(task_id or "", why)
+
+
+def task_close(task_id: str, why: str) -> None:
+    """Close a django-tasks queue row whose work will not be done ("" : nothing to close)."""
     from django_tasks_db.models import DBTaskResult
 
-    task_id = TunixRun.objects.filter(pk=run_id).values_list("task_id", flat=True).first()
     if not task_id:
         return
     DBTaskResult.objects.filter(id=task_id, status__in=["READY", "RUNNING"]).update(

@@ -33,6 +33,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from accounts.access import AccessDenied, access_denied_response
 from datasets.api import router as datasets_router
+from evaluations.api import router as evaluations_router
 from runs.api import router as runs_router
 from traces.api import router as traces_router
 from tunix_registry.fields import JSON_VALUE_COMPONENT, NO_NUL_MESSAGE, NO_NUL_PATTERN
@@ -200,3 +201,4 @@ def health(request: HttpRequest) -> Status[dict[str, str]]:
 api.add_router("/traces", traces_router)
 api.add_router("/datasets", datasets_router)
 api.add_router("/tunix", runs_router)
+api.add_router("/tunix", evaluations_router)

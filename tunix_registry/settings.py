@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "traces",
     "datasets",
     "runs",
+    "evaluations",
 ]
 
 # ApiMiddleware comes first: it bounds and reads request bodies for /api/
@@ -295,6 +296,18 @@ if _trainer:
     TUNIX_TRAINER_COMMAND = shlex.split(_trainer)
 else:
     TUNIX_TRAINER_COMMAND = [sys.executable, "-m", "runs.trainer"]
+# The command an evaluation executes (as TUNIX_TRAINER_COMMAND, `--config <eval.yaml>`
+# appended) and its wall-clock limit.
+_engine = env_str("TUNIX_EVALUATION_COMMAND", "")
+if _engine:
+    import shlex
+
+    TUNIX_EVALUATION_COMMAND = shlex.split(_engine)
+else:
+    TUNIX_EVALUATION_COMMAND = [sys.executable, "-m", "evaluations.engine"]
+TUNIX_EVALUATION_TIMEOUT_SECONDS = env_int(
+    "TUNIX_EVALUATION_TIMEOUT_SECONDS", 3600, minimum=1, maximum=7 * 24 * 3600
+)
 # The importable module whose presence means the Tunix runtime is installed.
 TUNIX_RUNTIME_MODULE = env_str("TUNIX_RUNTIME_MODULE", "tunix")
 # How long the write that records a finished run may wait for a database lock

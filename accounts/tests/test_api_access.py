@@ -42,11 +42,15 @@ from accounts.roles import (
 from accounts.services import token_issue, token_revoke
 from datasets.models import Dataset
 from datasets.tests.factories import dataset_with_traces
+from evaluations.models import Evaluation
+from evaluations.schemas import EvaluationRequest
+from evaluations.services import evaluation_enqueue
 from runs.models import RunEvent, RunStatus, TunixRun
 from runs.processes import host_name
 from runs.tests.factories import TunixRunFactory
 from traces.models import Score, Trace
 from traces.tests.factories import TraceFactory, make_payload
+from tunix_registry.actors import COMMAND
 from tunix_registry.api import api
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +116,32 @@ def _run_cancel() -> tuple[str, Any]:
     return f"/api/tunix/runs/{run.run_id}/cancel", None
 
 
+def _evaluated_run() -> TunixRun:
+    key = dataset_with_traces(name="probe", version="v1", count=2).key
+    return TunixRunFactory.create(
+        mode="local",
+        exit_code=0,
+        dataset_key=key,
+        output_dir="outputs/evaluated",
+        training={"export_format": "full", "checkpoint_steps": [1]},
+    )
+
+
+def _evaluation_launch() -> tuple[str, Any]:
+    run = _evaluated_run()
+    return f"/api/tunix/runs/{run.run_id}/evaluations", {"dataset": run.dataset_key}
+
+
+def _pending_evaluation() -> Evaluation:
+    run = _evaluated_run()
+    request = EvaluationRequest(dataset=run.dataset_key)
+    return evaluation_enqueue(run_id=run.run_id, request=request, actor=COMMAND)
+
+
+def _evaluation_cancel() -> tuple[str, Any]:
+    return f"/api/tunix/evaluations/{_pending_evaluation().evaluation_id}/cancel", None
+
+
 def _sft_export() -> tuple[str, Any]:
     return "/api/tunix/sft/export", {"dataset_key": _dataset_key()}
 
@@ -130,6 +160,20 @@ WRITES = [
     Endpoint("/tunix/run", _run("?mode=async"), LAUNCH_RUNS, 200, "run-async-dry-run"),
     Endpoint("/tunix/run", _run("?mode=async", dry_run=False), LAUNCH_RUNS, 200, "run-async-local"),
     Endpoint("/tunix/runs/{run_id}/cancel", _run_cancel, CANCEL_RUNS, 200, "run-cancel"),
+    Endpoint(
+        "/tunix/runs/{run_id}/evaluations",
+        _evaluation_launch,
+        LAUNCH_RUNS,
+        200,
+        "evaluation-launch",
+    ),
+    Endpoint(
+        "/tunix/evaluations/{evaluation_id}/cancel",
+        _evaluation_cancel,
+        CANCEL_RUNS,
+        200,
+        "evaluation-cancel",
+    ),
 ]
 # Reads sent as POST (the body names what to read): a viewer may, nothing is written.
 POST_READS = [
@@ -151,6 +195,7 @@ def state() -> dict[str, Any]:
         "datasets": Dataset.objects.count(),
         "runs": sorted(TunixRun.objects.values_list("run_id", "status")),
         "events": RunEvent.objects.count(),
+        "evaluations": sorted(Evaluation.objects.values_list("evaluation_id", "status")),
     }
 
 
@@ -588,6 +633,22 @@ READS = [
         "/tunix/runs/{run_id}/artifacts/{path:filename}/download",
         _artifact_url,
         "artifact-download",
+    ),
+    Read(
+        "/tunix/runs/{run_id}/evaluations",
+        lambda: f"/api/tunix/runs/{_evaluated_run().run_id}/evaluations",
+        "run-evaluations",
+    ),
+    Read("/tunix/evaluations", lambda: "/api/tunix/evaluations", "evaluation-list"),
+    Read(
+        "/tunix/evaluations/{evaluation_id}",
+        lambda: f"/api/tunix/evaluations/{_pending_evaluation().evaluation_id}",
+        "evaluation-detail",
+    ),
+    Read(
+        "/tunix/evaluations/{evaluation_id}/items",
+        lambda: f"/api/tunix/evaluations/{_pending_evaluation().evaluation_id}/items",
+        "evaluation-items",
     ),
 ]
 each_read = pytest.mark.parametrize("read", READS, ids=[r.name for r in READS])

@@ -140,15 +140,22 @@ def overlong_reason(line: int, example: Example, max_seq_length: int) -> str:
     )
 
 
+def held_out_indices(count: int) -> list[int]:
+    """The positions, in file order, of the examples a run of `count` examples holds out:
+    10% (at least one) when there are at least 20, else none. The registry's held-out
+    evaluation selects the same lines."""
+    if count < EVAL_MIN_EXAMPLES:
+        return []
+    order = np.random.default_rng(SPLIT_SEED).permutation(count)
+    n_eval = max(1, int(count * EVAL_FRACTION))
+    return sorted(int(i) for i in order[:n_eval])
+
+
 def split_train_eval(examples: list[Example]) -> tuple[list[Example], list[Example]]:
     """Hold out 10% (at least one) for evaluation when there are at least 20 examples."""
-    if len(examples) < EVAL_MIN_EXAMPLES:
-        return list(examples), []
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(examples))
-    n_eval = max(1, int(len(examples) * EVAL_FRACTION))
-    eval_set = sorted(int(i) for i in order[:n_eval])
-    train_set = sorted(int(i) for i in order[n_eval:])
-    return [examples[i] for i in train_set], [examples[i] for i in eval_set]
+    held_out = set(held_out_indices(len(examples)))
+    train_set = [example for i, example in enumerate(examples) if i not in held_out]
+    return train_set, [examples[i] for i in sorted(held_out)]
 
 
 def padded_length(examples: list[Example], max_seq_length: int, multiple: int = 8) -> int:

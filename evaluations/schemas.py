@@ -1,0 +1,125 @@
+"""Request and response shapes of the evaluations API (mounted under /api/tunix).
+
+Handlers return Evaluation and EvaluationItem objects; ninja builds these shapes from
+their attributes, so the OpenAPI document is the response.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from django.conf import settings
+from ninja import Field, Schema
+from pydantic import AliasChoices, field_validator
+
+from runs.schemas import RunMoment, RunPaginationOut, _queue_enum
+from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number
+
+MetricName = Literal["answer_correctness@v1", "exact_match@v1"]
+DEFAULT_METRICS: list[MetricName] = ["answer_correctness@v1", "exact_match@v1"]
+# MetricName lists exactly the keys of evaluations.metrics.METRICS (a test checks it).
+HELD_OUT = "held_out"
+
+
+class GenerationIn(Schema):
+    """How answers are generated (docs/evaluation.md#generation)."""
+
+    max_new_tokens: Integer = Field(default=64, ge=1, le=4096)
+    # 0 is greedy decoding.
+    temperature: Number = Field(default=0.0, ge=0.0, le=10.0)
+    seed: Integer = Field(default=0, ge=0, le=2**31 - 1)
+    batch_size: Integer = Field(default=8, ge=1, le=256)
+
+
+class EvaluationRequest(Schema):
+    """Body of POST /api/tunix/runs/{run_id}/evaluations; also what `evaluate_run` builds."""
+
+    # A dataset key, or "held_out": the part of the run's own dataset its trainer held out.
+    dataset: str = Field(
+        default=HELD_OUT,
+        min_length=1,
+        max_length=256,
+        json_schema_extra={"anyOf": [{"const": HELD_OUT}, {"pattern": DATASET_KEY_PATTERN}]},
+    )
+    # True: evaluate the run's base model (its model_id) instead of what it trained.
+    baseline: Flag = False
+    metrics: list[MetricName] = Field(default=DEFAULT_METRICS, min_length=1, max_length=8)
+    generation: GenerationIn = GenerationIn()
+    queue: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("metrics must not name a metric twice")
+        return names
+
+    @field_validator("queue")
+    @classmethod
+    def _known_queue(cls, queue: str | None) -> str | None:
+        if queue is not None and queue not in settings.TUNIX_QUEUES:
+            raise ValueError(f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}")
+        return queue
+
+
+class ScoreOut(Schema):
+    """A metric's aggregate over the items: the mean with its 95% confidence interval."""
+
+    mean: float | None
+    count: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class EvaluationOut(Schema):
+    evaluation_id: UUID
+    run_id: UUID
+    baseline: bool
+    # The model the items were generated with: the run's export, or its base for a baseline.
+    dataset_key: str
+    held_out: bool
+    metrics: list[str]
+    generation: GenerationIn
+    status: str
+    queue: str
+    worker_id: str
+    created_at: RunMoment
+    started_at: RunMoment | None
+    completed_at: RunMoment | None
+    heartbeat_at: RunMoment | None
+    items_done: int
+    items_total: int | None
+    # Null until it completed.
+    scores: dict[str, ScoreOut] | None
+    items_per_second: float | None
+    exit_code: int | None
+    message: str
+    stderr: str
+    launched_by: str | None = Field(None, validation_alias=AliasChoices("launched_by_name"))
+
+
+class EvaluationListResponse(Schema):
+    data: list[EvaluationOut]
+    pagination: RunPaginationOut
+
+
+class EvaluationItemOut(Schema):
+    index: int
+    prompt: str
+    expected: str
+    prediction: str
+    scores: dict[str, float]
+
+
+class EvaluationItemsResponse(Schema):
+    data: list[EvaluationItemOut]
+    pagination: RunPaginationOut
+
+
+class EvaluationCancelResponse(Schema):
+    message: str
+    # `cancelled` (a pending evaluation) or `cancel_requested` (an executing one).
+    status: str

@@ -1,0 +1,109 @@
+"""Reads of evaluations, shared by the API, the run page and the commands."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from evaluations.models import Evaluation, EvaluationItem
+from tunix_registry.actors import with_username
+
+# The largest item index a cursor may name (a 32-bit column).
+MAX_INDEX = 2**31 - 1
+
+
+class InvalidCursor(ValueError):
+    """A page cursor this server did not issue (HTTP 422)."""
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    pagination: dict[str, Any]
+
+
+def _encode(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not a valid page cursor") from None
+
+
+def _evaluations() -> QuerySet[Evaluation]:
+    return with_username(Evaluation.objects.all(), "launched_by")
+
+
+def evaluation_get(*, evaluation_id: uuid.UUID) -> Evaluation | None:
+    return _evaluations().filter(pk=evaluation_id).first()
+
+
+def evaluation_list(
+    *, run_id: uuid.UUID | None = None, limit: int = 20, cursor: str | None = None
+) -> Page:
+    """A page of evaluations, newest first (of one run, or all); keyset `cursor` pages."""
+    qs = _evaluations().defer("stderr")
+    if run_id is not None:
+        qs = qs.filter(run_id=run_id)
+    if cursor:
+        try:
+            created, evaluation_id = _decode(cursor).split("|")
+            created_at = datetime.fromisoformat(created)
+            if created_at.tzinfo is None:
+                raise ValueError("naive timestamp")
+            last = uuid.UUID(evaluation_id)
+        except ValueError:
+            raise InvalidCursor("cursor is not a valid page cursor") from None
+        qs = qs.filter(created_at__lte=created_at).exclude(
+            Q(created_at=created_at) & Q(evaluation_id__gte=last)
+        )
+    rows = list(qs.order_by("-created_at", "-evaluation_id")[: limit + 1])
+    items = rows[:limit]
+    more = len(rows) > limit
+    return Page(
+        items=items,
+        pagination={
+            "limit": limit,
+            "offset": 0,
+            "next_offset": None,
+            "next_cursor": _encode(f"{items[-1].created_at.isoformat()}|{items[-1].evaluation_id}")
+            if more
+            else None,
+        },
+    )
+
+
+def evaluation_items(
+    *, evaluation_id: uuid.UUID, limit: int = 100, cursor: str | None = None
+) -> Page:
+    """A page of an evaluation's items in dataset order; `cursor` continues after an item."""
+    qs = EvaluationItem.objects.filter(evaluation_id=evaluation_id)
+    if cursor:
+        try:
+            after = int(_decode(cursor))
+        except ValueError:
+            raise InvalidCursor("cursor is not a valid page cursor") from None
+        if not 0 <= after <= MAX_INDEX:
+            raise InvalidCursor("cursor is not a valid page cursor")
+        qs = qs.filter(index__gt=after)
+    rows = list(qs.order_by("index")[: limit + 1])
+    items = rows[:limit]
+    more = len(rows) > limit
+    return Page(
+        items=items,
+        pagination={
+            "limit": limit,
+            "offset": 0,
+            "next_offset": None,
+            "next_cursor": _encode(str(items[-1].index)) if more else None,
+        },
+    )
