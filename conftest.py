@@ -37,6 +37,8 @@ def _isolated_data_dir(settings: Any, tmp_path: Path) -> Path:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     settings.DATA_DIR = data_dir
+    # The default model roots follow the data directory, as they do in production.
+    settings.TUNIX_MODEL_ROOTS = [(data_dir / name).resolve() for name in ("models", "outputs")]
     return data_dir
 
 
