@@ -32,13 +32,14 @@ from accounts.access import Access, acting_user
 from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS, VIEW_DATASETS, VIEW_RUNS
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
 from datasets.selectors import dataset_export_lines, dataset_get, traces_export_lines
-from runs import artifacts, execution, manifest, runtime, selectors, services
+from runs import artifacts, compare, execution, manifest, runtime, selectors, services
 from runs.models import TERMINAL_STATUSES, RunStatus, TunixRun
 from runs.outputs import output_dir_absolute
 from runs.processes import host_name
 from runs.schemas import (
     ArtifactListResponse,
     RunCancelResponse,
+    RunCompareResponse,
     RunLogChunkOut,
     RunLogsResponse,
     RunMetricsResponse,
@@ -214,6 +215,43 @@ def run_list(
         raise HttpError(422, str(exc)) from None
     mark_revalidate(response)
     return {"data": page.items, "pagination": page.pagination}
+
+
+_UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+class RunCompareQuery(Schema):
+    # The document shows the canonical list; the handler refuses the rest itself,
+    # each problem with its own message (runs.compare), and also takes spaces.
+    runs: Text = Field(
+        max_length=2000,
+        description=f"{compare.MIN_RUNS} to {compare.MAX_RUNS} distinct run ids, comma-separated",
+        json_schema_extra={
+            "pattern": f"^{_UUID_PATTERN}(,{_UUID_PATTERN}){{{compare.MIN_RUNS - 1},"
+            f"{compare.MAX_RUNS - 1}}}$"
+        },
+    )
+
+
+# Declared before "/runs/{run_id}" so that "compare" is not taken for an id.
+@router.get(
+    "/runs/compare",
+    response={200: RunCompareResponse, 404: ErrorOut, 422: ErrorOut},
+    summary="2 to 8 runs side by side: summaries, configuration diff, loss series",
+)
+def runs_compare(
+    request: HttpRequest, response: HttpResponse, query: Query[RunCompareQuery]
+) -> compare.Comparison:
+    try:
+        comparison = compare.run_compare(run_ids=compare.run_ids_parse(query.runs))
+    except compare.InvalidComparison as exc:
+        raise ValidationError(
+            [{"type": "value_error", "loc": ["query", "runs"], "msg": str(exc)}]
+        ) from None
+    except compare.RunsNotFound as exc:
+        raise HttpError(404, str(exc)) from None
+    mark_revalidate(response)
+    return comparison
 
 
 def _run_not_found(run_id: uuid.UUID) -> HttpError:

@@ -354,3 +354,41 @@ class ArtifactListResponse(Schema):
     artifacts: list[ArtifactOut]
     # The machine whose disk holds the files (null when the run never executed one).
     host: str | None
+
+
+# --- Comparison of runs (GET /api/tunix/runs/compare) -------------------------------------
+
+
+class CompareMetricPointOut(Schema):
+    step: int
+    loss: float
+    eval_loss: float | None
+
+
+class CompareRunOut(Schema):
+    """One run of a comparison, built from runs.compare.ComparedRun."""
+
+    run_id: UUID
+    status: str
+    mode: str
+    model_id: str
+    dataset_key: str
+    launched_by: str | None
+    started_at: RunMoment
+    metrics: RunMetricsSummaryOut | None
+    training: RunTrainingOut | None
+    # Its logged steps, by step (empty for a dry-run).
+    series: list[CompareMetricPointOut]
+
+
+class CompareConfigRowOut(Schema):
+    # A flattened configuration key: nested objects as dotted keys (`lora.rank`).
+    key: str
+    # One value per run, in the order of `runs` (null where the run has no such key).
+    values: list[Any]
+    differs: bool
+
+
+class RunCompareResponse(Schema):
+    runs: list[CompareRunOut]
+    config: list[CompareConfigRowOut]

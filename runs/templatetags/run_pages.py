@@ -8,6 +8,7 @@ so the template's autoescaping covers everything it prints.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -193,3 +194,140 @@ def loss_chart(metrics: Sequence[MetricRow]) -> dict[str, Any] | None:
         "first_loss": train[0][1] if train else None,
         "last_loss": train[-1][1] if train else None,
     }
+
+
+class LossPoint(Protocol):
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def loss(self) -> float: ...
+
+
+class ComparedSeries(Protocol):
+    """A run of a comparison as the overlaid chart reads it (runs.compare.ComparedRun)."""
+
+    @property
+    def run_id(self) -> uuid.UUID: ...
+
+    @property
+    def series(self) -> Sequence[LossPoint]: ...
+
+
+# Runs a comparison chart colours apart (runs.compare.MAX_RUNS); CSS classes
+# runs-compare-line-0 .. -7.
+COMPARE_COLOURS = 8
+
+
+def _log_ticks(low: int, high: int) -> list[float]:
+    """Decades from 10^low to 10^high, with 2 and 5 between them over at most two decades."""
+    factors = (1, 2, 5) if high - low <= 2 else (1,)
+    ticks = [factor * 10.0**exponent for exponent in range(low, high + 1) for factor in factors]
+    return [tick for tick in ticks if tick <= 10.0**high * (1 + 1e-9)]
+
+
+@register.simple_tag
+def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str, Any] | None:
+    """The train loss of several runs by step on one drawing, or None without finite points.
+
+    One line per run that has points, in the runs' order (`index` picks its colour);
+    with `log`, the loss axis is logarithmic and points at or below zero are left
+    out (`dropped` counts them).
+    """
+    lines = []
+    dropped = 0
+    for index, run in enumerate(runs):
+        points = [
+            (float(point.step), float(point.loss))
+            for point in run.series
+            if math.isfinite(point.loss)
+        ]
+        if log:
+            kept = [(x, y) for x, y in points if y > 0]
+            dropped += len(points) - len(kept)
+            points = [(x, math.log10(y)) for x, y in kept]
+        lines.append((index, points))
+    drawn = [(index, points) for index, points in lines if points]
+    if not drawn:
+        return None
+    xs = [x for _, points in drawn for x, _ in points]
+    ys = [y for _, points in drawn for _, y in points]
+    x_low, x_high = min(xs), max(xs)
+    if x_high == x_low:
+        x_high = x_low + 1
+    y_low, y_high = min(ys), max(ys)
+    if log:
+        y_low, y_high = float(math.floor(y_low)), float(math.ceil(y_high))
+        if y_high == y_low:
+            y_high = y_low + 1
+        y_values = [math.log10(tick) for tick in _log_ticks(int(y_low), int(y_high))]
+        y_labels = [f"{10**value:g}" for value in y_values]
+    else:
+        if y_high == y_low:
+            pad = abs(y_low) * 0.1 or 1.0
+            y_low, y_high = y_low - pad, y_high + pad
+        y_step = nice_step(y_high - y_low, 5)
+        y_low = math.floor(y_low / y_step) * y_step
+        y_high = math.ceil(y_high / y_step) * y_step
+        y_values = _ticks(y_low, y_high, y_step)
+        digits = max(0, -math.floor(math.log10(y_step))) if y_step < 1 else 0
+        y_labels = [f"{value:.{digits}f}" for value in y_values]
+    x_step = max(1.0, nice_step(x_high - x_low, 6))
+
+    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+
+    def sx(x: float) -> float:
+        return round(MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w, 1)
+
+    def sy(y: float) -> float:
+        return round(MARGIN_TOP + (y_high - y) / (y_high - y_low) * plot_h, 1)
+
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "left": MARGIN_LEFT,
+        "right": WIDTH - MARGIN_RIGHT,
+        "top": MARGIN_TOP,
+        "bottom": HEIGHT - MARGIN_BOTTOM,
+        "mid_x": round(MARGIN_LEFT + plot_w / 2, 1),
+        "mid_y": round(MARGIN_TOP + plot_h / 2, 1),
+        "log": log,
+        "dropped": dropped,
+        "lines": [
+            {
+                "index": index,
+                "colour": index % COMPARE_COLOURS,
+                "points": " ".join(f"{sx(x)},{sy(y)}" for x, y in _thin(points)),
+                "dots": (
+                    [{"x": sx(x), "y": sy(y)} for x, y in points] if len(points) <= 30 else []
+                ),
+            }
+            for index, points in drawn
+        ],
+        # One entry per run, drawn or not, in the runs' order.
+        "legend": [
+            {
+                "index": index,
+                "colour": index % COMPARE_COLOURS,
+                "run_id": runs[index].run_id,
+                "drawn": bool(points),
+            }
+            for index, points in lines
+        ],
+        "y_ticks": [
+            {"y": sy(value), "label": label}
+            for value, label in zip(y_values, y_labels, strict=True)
+        ],
+        "x_ticks": [{"x": sx(v), "label": f"{v:.0f}"} for v in _ticks(x_low, x_high, x_step)],
+    }
+
+
+@register.filter
+def config_cell(value: Any) -> str:
+    """A compared configuration value: lists joined with commas, else as `config_value`."""
+    if isinstance(value, list):
+        return ", ".join(config_value(item) for item in value) if value else "[]"
+    if isinstance(value, dict):
+        return "{}" if not value else str(value)
+    return config_value(value)
