@@ -107,3 +107,41 @@ def evaluation_items(
             "next_cursor": _encode(str(items[-1].index)) if more else None,
         },
     )
+
+
+@dataclass
+class RunEvaluationRow:
+    """One evaluation of a run as its page shows it: scores, and gains over its baseline."""
+
+    evaluation: Evaluation
+    # (metric, mean, ci_low, ci_high, gain over the baseline's mean or None)
+    scores: list[tuple[str, float | None, float | None, float | None, float | None]]
+
+
+RUN_PAGE_EVALUATIONS = 20
+
+
+def run_evaluations(*, run_id: uuid.UUID) -> list[RunEvaluationRow]:
+    """The run's latest evaluations, newest first, each completed one with its gain over the
+    newest completed baseline of the same run on the same items (one query)."""
+    rows = list(
+        _evaluations()
+        .filter(run_id=run_id)
+        .defer("stderr")
+        .order_by("-created_at", "-evaluation_id")[:RUN_PAGE_EVALUATIONS]
+    )
+    baselines: dict[tuple[str, bool], dict[str, Any]] = {}
+    for row in rows:
+        if row.baseline and row.status == "completed" and row.scores:
+            baselines.setdefault((row.dataset_key, row.held_out), row.scores)
+    shown = []
+    for row in rows:
+        base = None if row.baseline else baselines.get((row.dataset_key, row.held_out))
+        scores = []
+        for name, score in (row.scores or {}).items():
+            mean = score.get("mean")
+            base_mean = (base or {}).get(name, {}).get("mean")
+            gain = mean - base_mean if mean is not None and base_mean is not None else None
+            scores.append((name, mean, score.get("ci_low"), score.get("ci_high"), gain))
+        shown.append(RunEvaluationRow(evaluation=row, scores=scores))
+    return shown

@@ -91,10 +91,14 @@ def _evaluable_run(run_id: uuid.UUID, *, baseline: bool) -> TunixRun:
     return run
 
 
-def _evaluation_dataset(run: TunixRun, dataset: str) -> tuple[str, bool]:
-    """(key, held out?) for the request's `dataset`; InvalidEvaluationRequest if unusable."""
+def evaluation_dataset(run_dataset_key: str, dataset: str) -> tuple[str, bool]:
+    """(key, held out?) for an evaluation's `dataset` of a run trained on `run_dataset_key`.
+
+    Raises InvalidEvaluationRequest("dataset") for a dataset that does not exist, is
+    empty, or (held out) is too small for its trainer to have held anything out.
+    """
     held_out = dataset == HELD_OUT
-    key = run.dataset_key if held_out else dataset
+    key = run_dataset_key if held_out else dataset
     try:
         dataset_key_validate(key)
     except InvalidDatasetKey as exc:
@@ -125,7 +129,7 @@ def evaluation_enqueue(
     from evaluations.tasks import execute_evaluation
 
     run = _evaluable_run(run_id, baseline=request.baseline)
-    key, held_out = _evaluation_dataset(run, request.dataset)
+    key, held_out = evaluation_dataset(run.dataset_key, request.dataset)
     queue = request.queue or settings.TUNIX_DEFAULT_QUEUE
     evaluation = Evaluation(
         evaluation_id=uuid.uuid4(),
@@ -280,3 +284,29 @@ def evaluation_cancel(*, evaluation_id: uuid.UUID) -> str:
     if status != EvaluationStatus.CANCEL_REQUESTED:
         raise EvaluationAlreadyFinished(status)
     return status
+
+
+def evaluation_after_run(*, run: TunixRun) -> Evaluation | None:
+    """Queue the evaluation a completed local run's request asked for (`evaluate_on`).
+
+    Called by run_finish in the transaction that completes the run, inside a savepoint:
+    an evaluation that cannot be queued any more (its dataset removed since the launch,
+    the database refusing) is logged and leaves the run's completion as it is.
+    """
+    dataset = (run.config or {}).get("evaluate_on")
+    if not dataset or run.mode != RunMode.LOCAL or run.status != RunStatus.COMPLETED:
+        return None
+    try:
+        return evaluation_enqueue(
+            run_id=run.run_id,
+            request=EvaluationRequest(dataset=dataset),
+            actor=Actor.of(run.launched_by),
+        )
+    except (
+        RunNotEvaluable,
+        InvalidEvaluationRequest,
+        EvaluationQueueUnavailable,
+        EvaluationRunNotFound,
+    ) as exc:
+        logger.warning("run %s: its evaluation on %s was not queued: %s", run.run_id, dataset, exc)
+        return None

@@ -189,6 +189,12 @@ class TunixRun(models.Model):
         return lora if isinstance(lora, dict) else None
 
     @property
+    def evaluate_on(self) -> str | None:
+        """The evaluation the request asked for on completion (docs/evaluation.md)."""
+        value = (self.config or {}).get("evaluate_on")
+        return value if isinstance(value, str) else None
+
+    @property
     def checkpoint_every_n_steps(self) -> int | None:
         """The checkpoint cadence it asked for (None: the trainer's default)."""
         value = (self.config or {}).get("checkpoint_every_n_steps")

@@ -113,6 +113,9 @@ class TunixRunRequest(Schema):
     lora: LoraRequest | None = None
     resume_from: UUID | None = None
     checkpoint_every_n_steps: Integer | None = Field(default=None, ge=1, le=1_000_000)
+    # Additive (docs/evaluation.md): when the local run completes, queue an evaluation
+    # of its model on "held_out" (what its trainer held out) or on a dataset key.
+    evaluate_on: Text | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("queue")
     @classmethod
@@ -205,6 +208,8 @@ class TunixRunResponse(Schema):
     checkpoint_every_n_steps: int | None = None
     resumed_from: UUID | None = Field(None, validation_alias=AliasChoices("resumed_from_id"))
     training: RunTrainingOut | None = None
+    # Additive: the evaluation asked for on completion (null: none).
+    evaluate_on: str | None = None
 
 
 class TunixRunListItem(Schema):

@@ -224,6 +224,18 @@ def _checked_lora(request: TunixRunRequest) -> TunixRunRequest:
     return request
 
 
+def _check_evaluate_on(request: TunixRunRequest) -> None:
+    """The evaluation asked for on completion must be one that could be queued now."""
+    if request.evaluate_on is None:
+        return
+    from evaluations.services import InvalidEvaluationRequest, evaluation_dataset
+
+    try:
+        evaluation_dataset(request.dataset_key, request.evaluate_on)
+    except InvalidEvaluationRequest as exc:
+        raise InvalidRunRequest("evaluate_on", str(exc)) from None
+
+
 def _resume_source(request: TunixRunRequest) -> TunixRun | None:
     """The run `resume_from` names, when the request may continue its last checkpoint.
 
@@ -285,6 +297,7 @@ def _new_run(request: TunixRunRequest, *, mode: str, status: str, actor: Actor) 
     run_id = uuid.uuid4()
     output_dir = _checked_output_dir(request, run_id)
     request = _checked_lora(_checked_model_id(request))
+    _check_evaluate_on(request)
     source = _resume_source(request)
     now = timezone.now()
     return TunixRun(
@@ -591,6 +604,8 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str, actor: Actor)
                     batch_size=1000,
                     ignore_conflicts=True,
                 )
+                if outcome.status == RunStatus.COMPLETED and (run.config or {}).get("evaluate_on"):
+                    _evaluation_on_completion(run.run_id)
     except DatabaseError:
         logger.exception("Failed to update run record %s", run.run_id)
         pending_outcome_save(run_id=run.run_id, outcome=outcome)
@@ -602,6 +617,14 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str, actor: Actor)
             outcome.status,
         )
     return bool(updated)
+
+
+def _evaluation_on_completion(run_id: uuid.UUID) -> None:
+    """Queue the evaluation the run asked for, with its completion (docs/evaluation.md)."""
+    from evaluations.services import evaluation_after_run
+
+    completed = TunixRun.objects.select_related("launched_by").get(pk=run_id)
+    evaluation_after_run(run=completed)
 
 
 # --- Reap -------------------------------------------------------------------------------

@@ -37,10 +37,20 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_client_event
 from django_htmx.middleware import HtmxDetails
+from pydantic import ValidationError as PydanticValidationError
 
 from accounts.decorators import action_permission, write_permission
 from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS
 from datasets.selectors import dataset_list
+from evaluations.schemas import HELD_OUT, EvaluationRequest
+from evaluations.selectors import run_evaluations
+from evaluations.services import (
+    EvaluationQueueUnavailable,
+    EvaluationRunNotFound,
+    InvalidEvaluationRequest,
+    RunNotEvaluable,
+    evaluation_enqueue,
+)
 from runs.execution import run_execute
 from runs.forms import HistoryFilterForm, LaunchForm, LiveCursorForm
 from runs.models import ACTIVE_STATUSES, RunMode, RunStatus, TunixRun
@@ -375,8 +385,53 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "is_local": run.mode == RunMode.LOCAL,
         "config_rows": sorted((run.config or {}).items()),
         **_training_context(run),
+        **_evaluations_context(run),
     }
     return render(request, DETAIL_TEMPLATE, context)
+
+
+# --- Evaluations ------------------------------------------------------------------------
+
+
+def _evaluations_context(run: TunixRun) -> dict[str, Any]:
+    """The run page's Evaluations panel (one query); it polls while one is under way."""
+    rows = run_evaluations(run_id=run.run_id)
+    return {
+        "evaluations": rows,
+        "evaluations_active": any(not row.evaluation.is_terminal for row in rows),
+    }
+
+
+@never_cache
+@require_GET
+def run_evaluations_panel(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """The Evaluations panel alone: what the page swaps in while an evaluation runs."""
+    run = _run_or_404(run_id)
+    context = {"run": run, "is_local": run.mode == RunMode.LOCAL, **_evaluations_context(run)}
+    return render(request, f"{DETAIL_TEMPLATE}#evaluations-section", context)
+
+
+@require_http_methods(["POST"])
+@action_permission(LAUNCH_RUNS)
+def run_evaluate_view(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+    """Queue an evaluation of the run from its page's form; back to the page with a message."""
+    try:
+        body = EvaluationRequest(
+            dataset=request.POST.get("dataset", "").strip() or HELD_OUT,
+            baseline=request.POST.get("baseline") == "1",
+        )
+        evaluation_enqueue(run_id=run_id, request=body, actor=Actor.of(request.user))
+    except EvaluationRunNotFound:
+        raise Http404("No run with this id") from None
+    except PydanticValidationError as exc:
+        messages.error(request, f"Evaluation refused: {exc.errors()[0]['msg']}")
+    except (RunNotEvaluable, InvalidEvaluationRequest, EvaluationQueueUnavailable) as exc:
+        messages.error(request, f"Evaluation refused: {exc}")
+    else:
+        messages.success(
+            request, "Evaluation queued: a worker generates and scores the answers; see below."
+        )
+    return redirect(reverse("runs:detail", args=[run_id]) + "#run-evaluations")
 
 
 @never_cache

@@ -601,6 +601,11 @@ def _artifact_url() -> str:
     return f"/api/tunix/runs/{run.run_id}/artifacts/model.safetensors/download"
 
 
+def _compare_runs_url() -> str:
+    first, second = TunixRunFactory.create_batch(2)
+    return f"/api/tunix/runs/compare?runs={first.run_id},{second.run_id}"
+
+
 def _compare_url() -> str:
     base, other = TraceFactory.create_batch(2)
     return f"/api/traces/compare?base={base.id}&other={other.id}"
@@ -619,6 +624,7 @@ READS = [
     ),
     Read("/tunix/status", lambda: "/api/tunix/status", "tunix-status"),
     Read("/tunix/runs", lambda: "/api/tunix/runs", "run-list"),
+    Read("/tunix/runs/compare", _compare_runs_url, "run-compare"),
     Read("/tunix/runs/{run_id}", _run_url(), "run-detail"),
     Read("/tunix/runs/{run_id}/metrics", _run_url("/metrics"), "run-metrics"),
     Read("/tunix/runs/{run_id}/status", _run_url("/status"), "run-status"),
@@ -650,6 +656,7 @@ READS = [
         lambda: f"/api/tunix/evaluations/{_pending_evaluation().evaluation_id}/items",
         "evaluation-items",
     ),
+    Read("/tunix/leaderboard", lambda: "/api/tunix/leaderboard", "leaderboard"),
 ]
 each_read = pytest.mark.parametrize("read", READS, ids=[r.name for r in READS])
 

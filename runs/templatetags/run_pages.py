@@ -71,8 +71,10 @@ def config_value(value: Any) -> str:
 
 @register.filter
 def duration(seconds: float | None) -> str:
-    """1.23 s, 4 min 05 s, 2 h 03 min; an em dash when unknown."""
-    if seconds is None or not math.isfinite(seconds):
+    """1.23 s, 4 min 05 s, 2 h 03 min; an em dash when unknown (or not a number)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "—"
+    if not math.isfinite(seconds):
         return "—"
     if seconds < 60:
         return f"{seconds:.2f} s"

@@ -275,6 +275,7 @@ def test_detail_returns_the_stored_run(client: Client, microsecond: int) -> None
         "checkpoint_every_n_steps": None,
         "resumed_from": None,
         "training": None,
+        "evaluate_on": None,
     }
     assert body["started_at"].endswith("+00:00")
 

@@ -460,3 +460,71 @@ def test_resume_links_are_audited_like_any_launch(client: Client, data_dir: Path
     ).json()
     events = RunEvent.objects.filter(run_id=body["run_id"]).values_list("to_status", flat=True)
     assert list(events) == ["running", "completed"]
+
+
+# --- Evaluation on completion ---------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("fake_trainer")
+def test_a_completed_run_queues_the_evaluation_it_asked_for(client: Client) -> None:
+    from evaluations.models import Evaluation
+
+    dataset_with_traces(name="demo", version="v1", count=2)
+    dataset_with_traces(name="probe", version="v1", count=2)
+    body = post(
+        client,
+        {
+            "dataset_key": "demo-v1",
+            "model_id": "fake-train",
+            "dry_run": False,
+            "evaluate_on": "probe-v1",
+        },
+    ).json()
+    assert body["status"] == "completed", body["stderr"]
+    assert body["evaluate_on"] == "probe-v1"
+    queued = Evaluation.objects.get(run_id=body["run_id"])
+    assert (queued.status, queued.dataset_key, queued.held_out, queued.baseline) == (
+        "pending",
+        "probe-v1",
+        False,
+        False,
+    )
+    assert queued.launched_by is not None and queued.launched_by.username == "launcher"
+    # A run that did not complete queues nothing; nor does a dry-run.
+    failed = post(
+        client,
+        {
+            "dataset_key": "demo-v1",
+            "model_id": "fake-fail",
+            "dry_run": False,
+            "evaluate_on": "probe-v1",
+        },
+    ).json()
+    assert failed["status"] == "failed"
+    dry = post(
+        client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3", "evaluate_on": "probe-v1"}
+    )
+    assert dry.json()["status"] == "completed"
+    assert Evaluation.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("evaluate_on", "message"),
+    [
+        ("missing-v1", "Dataset not found: missing-v1"),
+        ("held_out", "has 2 traces: a trainer holds none out below 20"),
+        ("../x", "dataset_key may contain only letters"),
+    ],
+)
+def test_an_evaluation_that_could_not_be_queued_refuses_the_launch(
+    client: Client, evaluate_on: str, message: str
+) -> None:
+    dataset_with_traces(name="demo", version="v1", count=2)
+    response = post(
+        client, {"dataset_key": "demo-v1", "model_id": "tiny-qwen3", "evaluate_on": evaluate_on}
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["body", "evaluate_on"]
+    assert message in detail[0]["msg"]
+    assert not TunixRun.objects.exists()
