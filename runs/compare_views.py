@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
@@ -59,6 +59,13 @@ def _compare_url(run_ids: list[uuid.UUID], *, log: bool) -> str:
 def run_compare_page(request: HttpRequest) -> HttpResponse:
     """The runs side by side: their table, the configuration diff, the overlaid loss curves,
     metrics and training figures."""
+    ticked = request.GET.getlist("run")
+    if ticked and not request.GET.get("runs"):
+        # The rows ticked in the run history (`run=<id>` each): the canonical URL.
+        params = {"runs": ",".join(piece.strip() for piece in ticked)}
+        if request.GET.get("scale") == LOG_SCALE:
+            params["scale"] = LOG_SCALE
+        return redirect(f"{reverse('runs:compare')}?{urlencode(params)}")
     if not request.GET.get("runs", "").strip():
         # No runs asked for yet: the page with its box (and no error).
         return render(request, COMPARE_TEMPLATE, {"form": CompareForm()})

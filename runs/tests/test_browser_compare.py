@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -46,3 +47,31 @@ def test_compare_page_overlays_one_curve_per_run_with_a_legend(page: Page) -> No
     page.get_by_test_id("compare:scale").click()
     expect(page).to_have_url(re.compile(r"scale=log"))
     expect(page.get_by_test_id("compare:chart").locator("svg polyline")).to_have_count(3)
+
+
+def test_ticking_history_rows_opens_their_comparison(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    runs = []
+    for n, rate in enumerate((0.001, 0.003, 0.001)):
+        run = TunixRunFactory.create(mode=RunMode.LOCAL, exit_code=0, metrics_steps=20)
+        run.config = {**run.config, "learning_rate": rate}
+        run.save(update_fields=["config"])
+        for step in range(1, 5):
+            RunMetricFactory.create(run=run, step=step * 5, loss=(3 - n * 0.5) / step)
+        runs.append(run)
+    ticked = runs[:2]
+
+    page.goto("/?history=1")
+    for run in ticked:
+        page.get_by_test_id(f"tunix:compare-{run.run_id}").check()
+    page.get_by_test_id("tunix:compare-btn").click()
+    expect(page).to_have_url(re.compile(r"/runs/compare/\?runs="))
+    shown = parse_qs(urlsplit(page.url).query)["runs"][0].split(",")
+    # In the history's order (newest first).
+    assert sorted(shown) == sorted(str(run.run_id) for run in ticked)
+    expect(page.get_by_test_id("compare:chart").locator("svg polyline")).to_have_count(2)
+    # Only the learning rate differs between the two, and only its row is highlighted.
+    highlighted = page.locator("[data-testid='compare:config'] tr.differs")
+    expect(highlighted).to_have_count(1)
+    expect(highlighted.first).to_have_attribute("data-key", "learning_rate")

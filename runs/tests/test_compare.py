@@ -485,3 +485,21 @@ def test_command_errors_are_the_selectors_messages() -> None:
         compare_runs(str(run.run_id), str(run.run_id))
     with pytest.raises(CommandError, match="Not a run id: 'bogus'"):
         compare_runs(str(run.run_id), "bogus")
+
+
+def test_rows_ticked_in_the_history_redirect_to_their_comparison(client: Client) -> None:
+    first, second = TunixRunFactory.create_batch(2)
+    history = client.get("/?history=1").content.decode()
+    for run in (first, second):
+        assert f'name="run" value="{run.run_id}" form="compare-runs"' in history
+    assert f'<form id="compare-runs" method="get" action="{reverse("runs:compare")}"' in history
+    response = client.get(
+        reverse("runs:compare"), {"run": [str(first.run_id), str(second.run_id)], "scale": "log"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == (
+        f"{reverse('runs:compare')}?runs={first.run_id}%2C{second.run_id}&scale=log"
+    )
+    # One ticked row is not a comparison: the page says so.
+    single = client.get(reverse("runs:compare"), {"run": str(first.run_id)}, follow=True)
+    assert single.status_code == 400

@@ -258,7 +258,8 @@ def test_history_polls_only_while_a_row_on_screen_is_live(client: Client) -> Non
         poll = html.split('data-testid="tunix:history-poll"')[1].split(">", 1)[0]
         assert 'hx-get="/runs/history/"' in poll
         assert 'hx-trigger="every 3s, runs:changed from:body"' in poll
-        assert 'data-poll-paused-by="#history-results [aria-expanded=true]"' in poll
+        paused = "#history-results [aria-expanded=true], #history-results input[name=run]:checked"
+        assert f'data-poll-paused-by="{paused}"' in poll
         live.delete()
     # A filtered page polls its own filters and page.
     TunixRunFactory.create(status=RunStatus.RUNNING, dataset_key="x-v1")
