@@ -2,8 +2,10 @@
 
 `run_compare` returns the runs in the order asked for, each with its metrics
 summary, its `training` record and its loss series, and the configuration as a
-diff (`ConfigRow` per flattened key). Two queries whatever the number of runs:
-the runs (with their launchers' usernames), then every metric row of them.
+diff (`ConfigRow` per flattened key), and their evaluations side by side
+(evaluations.comparison). Three queries whatever the number of runs: the runs
+(with their launchers' usernames), every metric row of them, their completed
+evaluations; a fourth reads the items when two or more were evaluated alike.
 `run_ids_parse` reads the comma-separated list the API, the page and the
 command are given.
 """
@@ -102,6 +104,9 @@ class ConfigRow:
 class Comparison:
     runs: list[ComparedRun]
     config: list[ConfigRow]
+    # The runs' evaluation scores and the items they disagree on
+    # (evaluations.comparison.EvaluationComparison); None when none was evaluated.
+    evaluations: Any = None
 
     @property
     def differing(self) -> list[ConfigRow]:
@@ -164,9 +169,12 @@ def run_compare(*, run_ids: list[uuid.UUID]) -> Comparison:
     missing = [run_id for run_id in run_ids if run_id not in by_id]
     if missing:
         raise RunsNotFound(missing)
+    from evaluations.comparison import evaluation_comparison
+
     series = _series(run_ids)
     runs = [by_id[run_id] for run_id in run_ids]
     return Comparison(
+        evaluations=evaluation_comparison(run_ids),
         runs=[
             ComparedRun(
                 run_id=run.run_id,

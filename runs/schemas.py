@@ -394,6 +394,42 @@ class CompareConfigRowOut(Schema):
     differs: bool
 
 
+class CompareScoreOut(Schema):
+    metric: str
+    # One per run, in the order of `runs` (null: not evaluated on these items).
+    means: list[float | None]
+    # Each mean minus the first run's (null where either is missing).
+    deltas: list[float | None]
+
+
+class CompareAnswerOut(Schema):
+    prediction: str
+    score: float | None
+
+
+class CompareDisagreementOut(Schema):
+    index: int
+    prompt: str
+    expected: str
+    # One per run (null: the run has no evaluation of this item).
+    answers: list[CompareAnswerOut | None]
+
+
+class CompareEvaluationsOut(Schema):
+    """The runs' evaluations on one set of items: the one most of them were evaluated on."""
+
+    dataset_key: str
+    held_out: bool
+    evaluation_ids: list[UUID | None]
+    scores: list[CompareScoreOut]
+    # The items whose score on `metric` differs between the runs (the first 100).
+    metric: str
+    disagreements: list[CompareDisagreementOut]
+    disagreement_count: int
+
+
 class RunCompareResponse(Schema):
     runs: list[CompareRunOut]
     config: list[CompareConfigRowOut]
+    # Null when none of the runs has a completed evaluation of its trained model.
+    evaluations: CompareEvaluationsOut | None = None

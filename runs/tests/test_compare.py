@@ -110,7 +110,7 @@ def test_compare_keeps_the_order_given_and_diffs_the_flattened_configuration(
     )
     dry = TunixRunFactory.create(config={**base_config(), "queue": "default"})
 
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         comparison = run_compare(run_ids=[lora.run_id, dry.run_id, full.run_id])
 
     assert [run.run_id for run in comparison.runs] == [lora.run_id, dry.run_id, full.run_id]
@@ -149,11 +149,11 @@ def test_compare_keeps_the_order_given_and_diffs_the_flattened_configuration(
     assert first.launched_by is None and first.mode == "local" and second.mode == "dry-run"
 
 
-def test_compare_reads_two_queries_for_eight_runs_with_launchers(
+def test_compare_reads_three_queries_for_eight_runs_with_launchers(
     django_assert_num_queries: Any, launcher: Any
 ) -> None:
     runs = [local_run(losses=[2.0, 1.0], launched_by=launcher) for _ in range(8)]
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         comparison = run_compare(run_ids=[run.run_id for run in runs])
         assert {run.launched_by for run in comparison.runs} == {"launcher"}
 

@@ -58,6 +58,19 @@ def table_rows(comparison: Comparison, *, every_key: bool) -> list[tuple[str, li
         ("tokens/s", [_number(run.tokens_per_second, ".1f") for run in runs]),
         ("trainable parameters", [_number(run.trainable_parameters, ",d") for run in runs]),
     ]
+    evaluations = comparison.evaluations
+    if evaluations is not None:
+        # Each score on the items most of the runs were evaluated on, with its delta to run 1.
+        for score in evaluations.scores:
+            cells = []
+            for i, (mean, delta) in enumerate(score.cells):
+                text = _number(mean, ".3f")
+                if i and delta is not None:
+                    text += f" ({delta:+.3f})"
+                cells.append(text)
+            rows.append((score.metric, cells))
+        label = f"items scored apart ({evaluations.metric})"
+        rows.append((label, [str(evaluations.disagreement_count)] + [""] * (len(runs) - 1)))
     return [(label, [_cell(value) for value in cells]) for label, cells in rows]
 
 
