@@ -2,7 +2,8 @@
 
 - `POST /runs/{run_id}/evaluations`: queue an evaluation of a run (or of its base model);
 - `GET /runs/{run_id}/evaluations` and `GET /evaluations`: newest first, keyset pages;
-- `GET /evaluations/{id}`, `GET /evaluations/{id}/items`, `POST /evaluations/{id}/cancel`.
+- `GET /evaluations/{id}`, `GET /evaluations/{id}/items`, `POST /evaluations/{id}/cancel`;
+- `GET /leaderboard`: runs ranked by a metric of their evaluations (evaluations.leaderboard).
 
 Launching and cancelling need the permissions that launch and cancel runs; reading,
 the one that reads runs (docs/decisions.md#evaluations).
@@ -19,7 +20,8 @@ from ninja.errors import HttpError, ValidationError
 
 from accounts.access import Access, acting_user
 from accounts.roles import CANCEL_RUNS, LAUNCH_RUNS, VIEW_RUNS
-from evaluations import selectors, services
+from evaluations import leaderboard, selectors, services
+from evaluations.metrics import METRICS
 from evaluations.models import Evaluation
 from evaluations.schemas import (
     EvaluationCancelResponse,
@@ -27,15 +29,17 @@ from evaluations.schemas import (
     EvaluationListResponse,
     EvaluationOut,
     EvaluationRequest,
+    LeaderboardResponse,
 )
 from tunix_registry.actors import Actor
-from tunix_registry.fields import PageLimit, Text
+from tunix_registry.fields import PageLimit, PageOffset, Text
 from tunix_registry.http_cache import (
     mark_immutable,
     mark_revalidate,
     not_modified,
     permanent_etag,
 )
+from tunix_registry.pagination import check_page
 from tunix_registry.schemas import ErrorOut
 
 router = Router(tags=["evaluations"], auth=Access(VIEW_RUNS))
@@ -170,3 +174,45 @@ def evaluation_cancel(request: HttpRequest, evaluation_id: uuid.UUID) -> dict[st
     except services.EvaluationAlreadyFinished as exc:
         raise HttpError(400, str(exc)) from None
     return {"message": "Evaluation cancellation requested", "status": status}
+
+
+_METRIC_ENUM: dict[str, Any] = {"enum": sorted(METRICS)}
+
+
+class LeaderboardQuery(Schema):
+    limit: PageLimit = 20
+    offset: PageOffset = 0
+    # Any other name is a 422 that names it (the handler checks, the document lists them).
+    metric: Text = Field(
+        leaderboard.DEFAULT_METRIC,
+        max_length=64,
+        json_schema_extra=_METRIC_ENUM,
+    )
+    # Filters: the evaluation's dataset, the runs' base model, held-out parts or whole datasets.
+    dataset_key: Text | None = Field(None, max_length=256)
+    model_id: Text | None = Field(None, max_length=256)
+    held_out: bool | None = None
+
+
+@router.get(
+    "/leaderboard",
+    response={200: LeaderboardResponse, 422: ErrorOut},
+    summary="Runs ranked by a metric of their best evaluation on each dataset",
+)
+def evaluation_leaderboard(
+    request: HttpRequest, response: HttpResponse, query: Query[LeaderboardQuery]
+) -> dict[str, Any]:
+    check_page(query.limit, query.offset)
+    try:
+        page = leaderboard.leaderboard(
+            metric=query.metric,
+            dataset_key=query.dataset_key,
+            model_id=query.model_id,
+            held_out=query.held_out,
+            limit=query.limit,
+            offset=query.offset,
+        )
+    except leaderboard.UnknownMetric as exc:
+        raise HttpError(422, str(exc)) from None
+    mark_revalidate(response)
+    return {"metric": page.metric, "data": page.rows, "pagination": page.pagination}

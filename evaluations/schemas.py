@@ -15,6 +15,7 @@ from pydantic import AliasChoices, field_validator
 
 from runs.schemas import RunMoment, RunPaginationOut, _queue_enum
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number
+from tunix_registry.pagination import PaginationOut
 
 MetricName = Literal["answer_correctness@v1", "exact_match@v1"]
 DEFAULT_METRICS: list[MetricName] = ["answer_correctness@v1", "exact_match@v1"]
@@ -123,3 +124,54 @@ class EvaluationCancelResponse(Schema):
     message: str
     # `cancelled` (a pending evaluation) or `cancel_requested` (an executing one).
     status: str
+
+
+# --- The leaderboard (evaluations.leaderboard) ---------------------------------------------
+
+
+class LeaderboardConfigOut(Schema):
+    """The run's training settings from its config (null where it has none)."""
+
+    learning_rate: float | None
+    num_epochs: int | None
+    batch_size: int | None
+    # Null for a full-weight run.
+    lora_rank: int | None
+    weights: Literal["lora", "full"]
+
+
+class LeaderboardRunOut(Schema):
+    run_id: UUID
+    model_id: str
+    # The dataset the run trained on.
+    dataset_key: str
+    launched_by: str | None
+    started_at: RunMoment
+    config: LeaderboardConfigOut
+
+
+class LeaderboardEvaluationOut(Schema):
+    evaluation_id: UUID
+    dataset_key: str
+    held_out: bool
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    count: int
+    created_at: RunMoment
+
+
+class LeaderboardRowOut(Schema):
+    # 1 is the best; equal means take consecutive ranks, the newer evaluation first.
+    rank: int
+    run: LeaderboardRunOut
+    evaluation: LeaderboardEvaluationOut
+    # The run's base model on the same items and metric (null: not evaluated), and the gain.
+    baseline_mean: float | None
+    gain: float | None
+
+
+class LeaderboardResponse(Schema):
+    metric: MetricName
+    data: list[LeaderboardRowOut]
+    pagination: PaginationOut

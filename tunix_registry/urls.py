@@ -12,5 +12,6 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("traces/", include("traces.urls")),
     path("datasets/", include("datasets.urls")),
+    path("leaderboard/", include("evaluations.urls")),
     path("", include("runs.urls")),
 ]
