@@ -76,6 +76,7 @@ def evaluation_launch(
 
 
 def _page(query: ListQuery, run_id: uuid.UUID | None) -> dict[str, Any]:
+    check_page(query.limit, 0)
     try:
         page = selectors.evaluation_list(run_id=run_id, limit=query.limit, cursor=query.cursor)
     except selectors.InvalidCursor as exc:
@@ -149,6 +150,7 @@ class ItemsQuery(Schema):
 def evaluation_items(
     request: HttpRequest, response: HttpResponse, evaluation_id: uuid.UUID, query: Query[ItemsQuery]
 ) -> dict[str, Any]:
+    check_page(query.limit, 0)
     _evaluation_or_404(evaluation_id)
     try:
         page = selectors.evaluation_items(

@@ -45,7 +45,9 @@ class EvaluationRequest(Schema):
     )
     # True: evaluate the run's base model (its model_id) instead of what it trained.
     baseline: Flag = False
-    metrics: list[MetricName] = Field(default=DEFAULT_METRICS, min_length=1, max_length=8)
+    metrics: list[MetricName] = Field(
+        default=DEFAULT_METRICS, min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
+    )
     generation: GenerationIn = GenerationIn()
     queue: str | None = Field(
         default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
@@ -66,7 +68,7 @@ class EvaluationRequest(Schema):
         return queue
 
 
-class ScoreOut(Schema):
+class EvaluationScoreOut(Schema):
     """A metric's aggregate over the items: the mean with its 95% confidence interval."""
 
     mean: float | None
@@ -94,7 +96,7 @@ class EvaluationOut(Schema):
     items_done: int
     items_total: int | None
     # Null until it completed.
-    scores: dict[str, ScoreOut] | None
+    scores: dict[str, EvaluationScoreOut] | None
     items_per_second: float | None
     exit_code: int | None
     message: str

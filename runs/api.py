@@ -223,8 +223,11 @@ _UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 class RunCompareQuery(Schema):
     # The document shows the canonical list; the handler refuses the rest itself,
     # each problem with its own message (runs.compare), and also takes spaces.
+    # Up to nine ids and their commas (332 characters), so that one too many is told
+    # apart by the handler; a longer value is refused here, before its encoding could
+    # outgrow the server's request line.
     runs: Text = Field(
-        max_length=2000,
+        max_length=333,
         description=f"{compare.MIN_RUNS} to {compare.MAX_RUNS} distinct run ids, comma-separated",
         json_schema_extra={
             "pattern": f"^{_UUID_PATTERN}(,{_UUID_PATTERN}){{{compare.MIN_RUNS - 1},"

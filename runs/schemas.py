@@ -72,7 +72,9 @@ class LoraRequest(Schema):
     alpha: Number = Field(default=16.0, gt=0, le=1024.0)
     dropout: Number = Field(default=0.0, ge=0, lt=1.0)
     # Null: every module of the model's family (the service stores the list it chose).
-    target_modules: list[LoraModuleName] | None = Field(default=None, min_length=1, max_length=11)
+    target_modules: list[LoraModuleName] | None = Field(
+        default=None, min_length=1, max_length=11, json_schema_extra={"uniqueItems": True}
+    )
     # What the run exports: the adapter folded into the base weights, or the adapter alone.
     export: Literal["merged", "adapter"] = "merged"
 

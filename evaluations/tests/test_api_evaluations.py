@@ -295,3 +295,33 @@ def test_cancelling_an_executing_evaluation_stops_its_engine(client: Client) -> 
     assert evaluation.message == "Evaluation cancelled"
     assert evaluation.stderr.endswith("Evaluation cancelled on request (the engine was stopped)")
     assert evaluation.scores is None and not evaluation.items.exists()
+
+
+def test_list_limits_are_checked(client: Client) -> None:
+    for url in ("/api/tunix/evaluations", f"/api/tunix/runs/{uuid.uuid4()}/evaluations"):
+        for limit in ("0", "101", "9456692424113264"):
+            response = client.get(url, {"limit": limit})
+            assert response.status_code == 422, (url, limit)
+            assert "limit must be between 1 and 100" in response.json()["detail"]
+    run = trained_run()
+    evaluation = Evaluation.objects.create(
+        evaluation_id=uuid.uuid4(),
+        run=run,
+        dataset_key="sft-v1",
+        metrics=["exact_match@v1"],
+        generation={},
+        status="pending",
+        queue="default",
+        created_at=run.created_at,
+    )
+    items = client.get(f"/api/tunix/evaluations/{evaluation.evaluation_id}/items?limit=101")
+    assert items.status_code == 422
+
+
+def test_the_openapi_document_names_each_shape_once(openapi: dict[str, Any]) -> None:
+    # The trace score's shape and the evaluation score's have their own names.
+    schemas = openapi["components"]["schemas"]
+    assert "mean" in schemas["EvaluationScoreOut"]["properties"]
+    assert "mean" not in schemas["ScoreOut"]["properties"]
+    metrics = schemas["EvaluationRequest"]["properties"]["metrics"]
+    assert metrics["uniqueItems"] is True
