@@ -310,3 +310,35 @@ def evaluation_after_run(*, run: TunixRun) -> Evaluation | None:
     ) as exc:
         logger.warning("run %s: its evaluation on %s was not queued: %s", run.run_id, dataset, exc)
         return None
+
+
+def evaluation_reap(*, now: Any = None) -> list[uuid.UUID]:
+    """Fail the executing evaluations whose worker stopped beating; return their ids.
+
+    Their supervisor records a heartbeat every TUNIX_HEARTBEAT_SECONDS; one older than
+    TUNIX_RUN_LEASE_SECONDS means the worker was killed (its engine died with it). Every
+    worker calls this with the run reaper, as does `manage.py reap_runs`. Each update is
+    a compare-and-set on the stale heartbeat, so a worker that beats again wins.
+    """
+    from datetime import timedelta
+
+    now = now or timezone.now()
+    lease = settings.TUNIX_RUN_LEASE_SECONDS
+    stale = Evaluation.objects.filter(
+        status__in=[EvaluationStatus.RUNNING, EvaluationStatus.CANCEL_REQUESTED],
+        heartbeat_at__lt=now - timedelta(seconds=lease),
+    ).values_list("evaluation_id", "worker_id", "host", "heartbeat_at")
+    reaped = []
+    for evaluation_id, worker_id, host, beat in list(stale):
+        message = (
+            f"Evaluation failed: lost its worker {worker_id or '?'} on {host or '?'} "
+            f"(no heartbeat for {lease} s)"
+        )
+        won = Evaluation.objects.filter(
+            pk=evaluation_id,
+            status__in=[EvaluationStatus.RUNNING, EvaluationStatus.CANCEL_REQUESTED],
+            heartbeat_at=beat,
+        ).update(status=EvaluationStatus.FAILED, message=message, stderr=message, completed_at=now)
+        if won:
+            reaped.append(evaluation_id)
+    return reaped

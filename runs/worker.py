@@ -319,6 +319,11 @@ class RunWorker(Worker):
         for run_id in run_reap(expire_leases=expire_leases, actor=REAPER):
             status = TunixRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
             self.out(f"run {run_id} reaped: {status}")
+        if expire_leases:
+            from evaluations.services import evaluation_reap
+
+            for evaluation_id in evaluation_reap():
+                self.out(f"evaluation {evaluation_id} reaped: failed (lost its worker)")
 
     def _unregister(self) -> None:
         try:

@@ -325,3 +325,45 @@ def test_the_openapi_document_names_each_shape_once(openapi: dict[str, Any]) -> 
     assert "mean" not in schemas["ScoreOut"]["properties"]
     metrics = schemas["EvaluationRequest"]["properties"]["metrics"]
     assert metrics["uniqueItems"] is True
+
+
+def test_an_evaluation_whose_worker_stopped_beating_is_failed_by_the_reaper(
+    settings: Any,
+) -> None:
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    settings.TUNIX_RUN_LEASE_SECONDS = 60
+    run = trained_run()
+    now = timezone.now()
+
+    def executing(beat_seconds_ago: int) -> Evaluation:
+        return Evaluation.objects.create(
+            evaluation_id=uuid.uuid4(),
+            run=run,
+            dataset_key="sft-v1",
+            metrics=["exact_match@v1"],
+            generation={},
+            status="running",
+            queue="default",
+            worker_id="w9",
+            host="gone-host",
+            created_at=now,
+            heartbeat_at=now - timedelta(seconds=beat_seconds_ago),
+        )
+
+    lost, alive = executing(120), executing(5)
+    out = StringIO()
+    call_command("reap_runs", stdout=out)
+    assert f"reaped evaluation {lost.evaluation_id}" in out.getvalue()
+    lost.refresh_from_db()
+    assert lost.status == "failed" and lost.completed_at is not None
+    assert (
+        lost.message == "Evaluation failed: lost its worker w9 on gone-host (no heartbeat for 60 s)"
+    )
+    alive.refresh_from_db()
+    assert alive.status == "running"
+    assert services.evaluation_reap() == []

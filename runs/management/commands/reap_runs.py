@@ -39,3 +39,10 @@ class Command(BaseCommand):
         for run_id in reaped:
             self.stdout.write(f"reaped {run_id}")
         self.stdout.write(f"{len(reaped)} run(s) reaped")
+        from evaluations.services import evaluation_reap
+
+        evaluations = evaluation_reap()
+        for evaluation_id in evaluations:
+            self.stdout.write(f"reaped evaluation {evaluation_id}")
+        if evaluations:
+            self.stdout.write(f"{len(evaluations)} evaluation(s) reaped")
