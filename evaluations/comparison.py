@@ -2,8 +2,9 @@
 
 Runs are compared on one set of items: the evaluation dataset (with held out or not) that most
 of them were evaluated on, the newest such set on a tie. Each run contributes its newest
-completed evaluation of its trained model on that set. Two queries whatever the number of
-runs: their completed evaluations, then the items of the chosen ones.
+completed evaluation of its trained model on that set. Three queries whatever the
+number of runs: their completed evaluations, the scores of the chosen ones' items, then the
+texts of the items shown.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from django.db.models import Case, IntegerField, Value, When
 
 from evaluations.models import Evaluation, EvaluationItem, EvaluationStatus
 
@@ -128,37 +131,53 @@ def _disagreements(
     present = [evaluation_id for evaluation_id in evaluation_ids if evaluation_id is not None]
     if len(present) < 2:
         return [], 0
-    items: dict[int, dict[uuid.UUID, EvaluationItem]] = {}
-    for item in EvaluationItem.objects.filter(evaluation_id__in=present).order_by("index"):
-        items.setdefault(item.index, {})[item.evaluation_id] = item
-    shown: list[Disagreement] = []
-    count = 0
-    for index, by_evaluation in items.items():
-        scores = {_score(item, metric) for item in by_evaluation.values()} | (
-            {None} if len(by_evaluation) < len(present) else set()
-        )
-        if len(scores) < 2:
-            continue
-        count += 1
-        if len(shown) >= DISAGREEMENTS_SHOWN:
-            continue
-        any_item = next(iter(by_evaluation.values()))
+    # Each item names its run by position (a CASE in the query): no UUID per row.
+    position = Case(
+        *(
+            When(evaluation_id=evaluation_id, then=Value(i))
+            for i, evaluation_id in enumerate(evaluation_ids)
+            if evaluation_id is not None
+        ),
+        output_field=IntegerField(),
+    )
+    rows = (
+        EvaluationItem.objects.filter(evaluation_id__in=present)
+        .annotate(position=position)
+        .order_by("index")
+        .values_list("index", "position", "scores")
+    )
+    by_index: dict[int, dict[int, float | None]] = {}
+    for index, at, scores in rows:
+        by_index.setdefault(index, {})[at] = _score(scores, metric)
+    apart = [
+        index
+        for index, scored in by_index.items()
+        if len(set(scored.values()) | ({None} if len(scored) < len(present) else set())) > 1
+    ]
+    shown = apart[:DISAGREEMENTS_SHOWN]
+    # The texts of the items shown only.
+    texts: dict[tuple[int, int], tuple[str, str, str]] = {}
+    for index, at, prompt, expected, prediction in (
+        EvaluationItem.objects.filter(evaluation_id__in=present, index__in=shown)
+        .annotate(position=position)
+        .values_list("index", "position", "prompt", "expected", "prediction")
+    ):
+        texts[(index, at)] = (prompt, expected, prediction)
+    listed = []
+    for index in shown:
         answers: list[ItemAnswer | None] = []
-        for evaluation_id in evaluation_ids:
-            answer = by_evaluation.get(evaluation_id) if evaluation_id else None
-            answers.append(
-                ItemAnswer(prediction=answer.prediction, score=_score(answer, metric))
-                if answer
-                else None
-            )
-        shown.append(
-            Disagreement(
-                index=index, prompt=any_item.prompt, expected=any_item.expected, answers=answers
-            )
-        )
-    return shown, count
+        prompt = expected = ""
+        for at in range(len(evaluation_ids)):
+            text = texts.get((index, at))
+            if text is None:
+                answers.append(None)
+                continue
+            prompt, expected, prediction = text
+            answers.append(ItemAnswer(prediction=prediction, score=by_index[index].get(at)))
+        listed.append(Disagreement(index=index, prompt=prompt, expected=expected, answers=answers))
+    return listed, len(apart)
 
 
-def _score(item: EvaluationItem, metric: str) -> float | None:
-    value = (item.scores or {}).get(metric)
+def _score(scores: dict[str, Any] | None, metric: str) -> float | None:
+    value = (scores or {}).get(metric)
     return float(value) if isinstance(value, int | float) else None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Case, IntegerField, Value, When
+
 from runs.models import RunMetric, TunixRun
 from tunix_registry.actors import with_username
 
@@ -247,16 +249,26 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _series(run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[MetricPoint]]:
-    """Every run's logged steps, by step: one query for all of them."""
-    series: dict[uuid.UUID, list[MetricPoint]] = {}
+    """Every run's logged steps, by step: one query for all of them.
+
+    Each row names its run by its position in `run_ids` (a CASE in the query), not
+    by its id: turning tens of thousands of ids back into UUIDs cost more than the
+    rest of the read.
+    """
+    position = Case(
+        *(When(run_id=run_id, then=Value(i)) for i, run_id in enumerate(run_ids)),
+        output_field=IntegerField(),
+    )
     rows = (
         RunMetric.objects.filter(run_id__in=run_ids)
+        .annotate(position=position)
         .order_by("run_id", "step")
-        .values_list("run_id", "step", "loss", "eval_loss")
+        .values_list("position", "step", "loss", "eval_loss")
     )
-    for run_id, step, loss, eval_loss in rows:
-        series.setdefault(run_id, []).append(MetricPoint(step=step, loss=loss, eval_loss=eval_loss))
-    return series
+    by_position: dict[int, list[MetricPoint]] = {}
+    for index, step, loss, eval_loss in rows:
+        by_position.setdefault(index, []).append(MetricPoint(step, loss, eval_loss))
+    return {run_ids[index]: points for index, points in by_position.items()}
 
 
 def _float(value: Any) -> float | None:

@@ -21,6 +21,11 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))
 # workers evenly, so long-lived keep-alive connections do not pile up on
 # whichever worker happened to accept first.
 reuse_port = True
+# The longest request line gunicorn allows (nginx in front allows 8 KB too): a query
+# at its declared maximum length (a list of compared run ids, say) may take three or
+# more bytes per character once percent-encoded, and must reach the API to be
+# answered with its 422 rather than a 414 from the server.
+limit_request_line = 8190
 # Access lines are off unless asked for (GUNICORN_ACCESSLOG=- for standard
 # output, or a file): formatting them costs about a quarter of the hot reads'
 # throughput on a 2-core machine, and a reverse proxy in front usually logs them.

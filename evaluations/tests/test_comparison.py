@@ -75,7 +75,7 @@ def test_runs_are_compared_on_the_items_most_of_them_were_evaluated_on(
     evaluated(second, [1, 0, 0, 0], age_minutes=5)
     evaluated(second, [1, 1, 1, 0])  # newer, on the same items: this one counts
     evaluated(third, [0, 0, 0, 0], baseline=True)  # a baseline is not the run's model
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         compared = evaluation_comparison([first.run_id, second.run_id, third.run_id])
     assert compared is not None
     assert (compared.dataset_key, compared.held_out) == ("sft-v1", True)
