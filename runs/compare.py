@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Value, When, Window
+from django.db.models.functions import Cast, Ceil, Mod, RowNumber
 
 from runs.models import RunMetric, TunixRun
 from tunix_registry.actors import with_username
@@ -156,7 +157,7 @@ def run_ids_check(run_ids: Sequence[uuid.UUID]) -> None:
         )
 
 
-def run_compare(*, run_ids: list[uuid.UUID]) -> Comparison:
+def run_compare(*, run_ids: list[uuid.UUID], max_points: int | None = None) -> Comparison:
     """The runs `run_ids` side by side, in that order.
 
     Raises InvalidComparison for fewer than MIN_RUNS, more than MAX_RUNS or a
@@ -173,7 +174,7 @@ def run_compare(*, run_ids: list[uuid.UUID]) -> Comparison:
         raise RunsNotFound(missing)
     from evaluations.comparison import evaluation_comparison
 
-    series = _series(run_ids)
+    series = _series(run_ids, max_points)
     runs = [by_id[run_id] for run_id in run_ids]
     return Comparison(
         evaluations=evaluation_comparison(run_ids),
@@ -248,25 +249,35 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _series(run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[MetricPoint]]:
+def _series(
+    run_ids: Sequence[uuid.UUID], max_points: int | None = None
+) -> dict[uuid.UUID, list[MetricPoint]]:
     """Every run's logged steps, by step: one query for all of them.
 
-    Each row names its run by its position in `run_ids` (a CASE in the query), not
-    by its id: turning tens of thousands of ids back into UUIDs cost more than the
-    rest of the read.
+    With `max_points`, a run with more steps keeps every k-th one (k the smallest
+    stride that fits) and its last, chosen by the database (window functions), so a
+    drawing reads a few thousand rows rather than every step. Each row names its run
+    by its position in `run_ids` (a CASE in the query), not by its id: turning tens
+    of thousands of ids back into UUIDs cost more than the rest of the read.
     """
     position = Case(
         *(When(run_id=run_id, then=Value(i)) for i, run_id in enumerate(run_ids)),
         output_field=IntegerField(),
     )
-    rows = (
-        RunMetric.objects.filter(run_id__in=run_ids)
-        .annotate(position=position)
-        .order_by("run_id", "step")
-        .values_list("position", "step", "loss", "eval_loss")
-    )
+    rows = RunMetric.objects.filter(run_id__in=run_ids)
+    if max_points is not None:
+        rows = rows.annotate(
+            row=Window(RowNumber(), partition_by=[F("run_id")], order_by=F("step").asc()),
+            rows=Window(Count("pk"), partition_by=[F("run_id")]),
+        )
+        stride = Ceil(Cast(F("rows"), FloatField()) / Value(float(max_points)))
+        offset = Cast(F("row"), IntegerField()) - Value(1)
+        rows = rows.annotate(
+            thinned=Mod(offset, Cast(stride, IntegerField()), output_field=IntegerField())
+        ).filter(Q(thinned=0) | Q(row=F("rows")))
+    values = rows.annotate(position=position).order_by("run_id", "step")
     by_position: dict[int, list[MetricPoint]] = {}
-    for index, step, loss, eval_loss in rows:
+    for index, step, loss, eval_loss in values.values_list("position", "step", "loss", "eval_loss"):
         by_position.setdefault(index, []).append(MetricPoint(step, loss, eval_loss))
     return {run_ids[index]: points for index, points in by_position.items()}
 

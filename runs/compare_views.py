@@ -27,8 +27,11 @@ from runs.compare import (
     run_ids_check,
     run_ids_parse,
 )
+from runs.templatetags.run_pages import MAX_POINTS
 
 COMPARE_TEMPLATE = "runs/compare.html"
+# The points of each run the page reads: what its chart draws (runs.templatetags.run_pages).
+CHART_POINTS = MAX_POINTS
 LOG_SCALE = "log"
 
 
@@ -78,7 +81,7 @@ def run_compare_page(request: HttpRequest) -> HttpResponse:
     # `scale=log` draws the loss axis logarithmic; any other value, linear.
     log = request.GET.get("scale") == LOG_SCALE
     try:
-        comparison = run_compare(run_ids=run_ids)
+        comparison = run_compare(run_ids=run_ids, max_points=CHART_POINTS)
     except RunsNotFound as exc:
         context["error"] = str(exc)
         return render(request, COMPARE_TEMPLATE, context, status=404)

@@ -503,3 +503,16 @@ def test_rows_ticked_in_the_history_redirect_to_their_comparison(client: Client)
     # One ticked row is not a comparison: the page says so.
     single = client.get(reverse("runs:compare"), {"run": str(first.run_id)}, follow=True)
     assert single.status_code == 400
+
+
+def test_a_drawing_reads_every_kth_step_of_a_long_run_and_its_last() -> None:
+    long = local_run(losses=[3.0 - i / 1000 for i in range(26)])
+    short = local_run(losses=[2.0, 1.5, 1.0])
+    full = run_compare(run_ids=[long.run_id, short.run_id])
+    drawn = run_compare(run_ids=[long.run_id, short.run_id], max_points=10)
+    steps = [point.step for point in full.runs[0].series]
+    assert len(steps) == 26
+    # 26 steps into about 10 points: a stride of 3 (rows 1, 4, ..., 25), then the last step.
+    assert [point.step for point in drawn.runs[0].series] == steps[::3] + [steps[-1]]
+    assert len(steps[::3]) == 9
+    assert drawn.runs[1].series == full.runs[1].series
