@@ -513,6 +513,6 @@ def test_a_drawing_reads_every_kth_step_of_a_long_run_and_its_last() -> None:
     steps = [point.step for point in full.runs[0].series]
     assert len(steps) == 26
     # 26 steps into about 10 points: a stride of 3 (rows 1, 4, ..., 25), then the last step.
-    assert [point.step for point in drawn.runs[0].series] == steps[::3] + [steps[-1]]
+    assert [point.step for point in drawn.runs[0].series] == [*steps[::3], steps[-1]]
     assert len(steps[::3]) == 9
     assert drawn.runs[1].series == full.runs[1].series
