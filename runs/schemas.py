@@ -9,7 +9,7 @@ these from their attributes (`from_attributes`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from django.conf import settings
@@ -37,19 +37,6 @@ def _queue_enum(schema: dict[str, Any]) -> None:
 
 # Every module name a LoRA adapter may target in some family the trainer knows
 # (runs/trainer/lora.py lists them per family; the service checks the model's own).
-LORA_MODULE_NAMES = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "q_einsum",
-    "kv_einsum",
-    "qkv_einsum",
-    "attn_vec_einsum",
-)
 LoraModuleName = Literal[
     "q_proj",
     "k_proj",
@@ -63,6 +50,7 @@ LoraModuleName = Literal[
     "qkv_einsum",
     "attn_vec_einsum",
 ]
+LORA_MODULE_NAMES: tuple[str, ...] = get_args(LoraModuleName)
 
 
 class LoraRequest(Schema):

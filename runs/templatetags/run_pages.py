@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -127,6 +128,57 @@ def _thin(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return thinned
 
 
+def _linear_range(low: float, high: float) -> tuple[float, float, float]:
+    """A linear axis over [low, high]: its ends rounded out to a nice step, and the step."""
+    if high == low:
+        pad = abs(low) * 0.1 or 1.0
+        low, high = low - pad, high + pad
+    step = nice_step(high - low, 5)
+    return math.floor(low / step) * step, math.ceil(high / step) * step, step
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area of a chart and where a data point lands on it."""
+
+    x_low: float
+    x_high: float
+    y_low: float
+    y_high: float
+
+    def sx(self, x: float) -> float:
+        plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+        return round(MARGIN_LEFT + (x - self.x_low) / (self.x_high - self.x_low) * plot_w, 1)
+
+    def sy(self, y: float) -> float:
+        plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+        return round(MARGIN_TOP + (self.y_high - y) / (self.y_high - self.y_low) * plot_h, 1)
+
+    def x_ticks(self) -> list[dict[str, Any]]:
+        step = max(1.0, nice_step(self.x_high - self.x_low, 6))
+        return [
+            {"x": self.sx(v), "label": f"{v:.0f}"} for v in _ticks(self.x_low, self.x_high, step)
+        ]
+
+    def box(self) -> dict[str, Any]:
+        """The drawing's size and the plot area's edges, as the templates place them."""
+        return {
+            "width": WIDTH,
+            "height": HEIGHT,
+            "left": MARGIN_LEFT,
+            "right": WIDTH - MARGIN_RIGHT,
+            "top": MARGIN_TOP,
+            "bottom": HEIGHT - MARGIN_BOTTOM,
+            "mid_x": round(MARGIN_LEFT + (WIDTH - MARGIN_LEFT - MARGIN_RIGHT) / 2, 1),
+            "mid_y": round(MARGIN_TOP + (HEIGHT - MARGIN_TOP - MARGIN_BOTTOM) / 2, 1),
+        }
+
+
+def _x_range(xs: Sequence[float]) -> tuple[float, float]:
+    low, high = min(xs), max(xs)
+    return (low, low + 1) if high == low else (low, high)
+
+
 def _series(metrics: Iterable[MetricRow], attr: str) -> list[tuple[float, float]]:
     points = []
     for row in metrics:
@@ -143,54 +195,32 @@ def loss_chart(metrics: Sequence[MetricRow]) -> dict[str, Any] | None:
     evals = _series(metrics, "eval_loss")
     if not train and not evals:
         return None
-    xs = [x for x, _ in train + evals]
+    x_low, x_high = _x_range([x for x, _ in train + evals])
     ys = [y for _, y in train + evals]
-    x_low, x_high = min(xs), max(xs)
-    if x_high == x_low:
-        x_high = x_low + 1
-    y_low, y_high = min(ys), max(ys)
-    if y_high == y_low:
-        pad = abs(y_low) * 0.1 or 1.0
-        y_low, y_high = y_low - pad, y_high + pad
-    y_step = nice_step(y_high - y_low, 5)
-    y_low = math.floor(y_low / y_step) * y_step
-    y_high = math.ceil(y_high / y_step) * y_step
-    x_step = max(1.0, nice_step(x_high - x_low, 6))
-
-    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-
-    def sx(x: float) -> float:
-        return round(MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w, 1)
-
-    def sy(y: float) -> float:
-        return round(MARGIN_TOP + (y_high - y) / (y_high - y_low) * plot_h, 1)
+    y_low, y_high, y_step = _linear_range(min(ys), max(ys))
+    frame = _Frame(x_low, x_high, y_low, y_high)
 
     def polyline(points: Sequence[tuple[float, float]]) -> str:
-        return " ".join(f"{sx(x)},{sy(y)}" for x, y in _thin(points))
+        return " ".join(f"{frame.sx(x)},{frame.sy(y)}" for x, y in _thin(points))
 
     def dots(points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
         # Markers only where a line alone would hide them (few points).
-        return [{"x": sx(x), "y": sy(y)} for x, y in points] if len(points) <= 30 else []
+        return (
+            [{"x": frame.sx(x), "y": frame.sy(y)} for x, y in points] if len(points) <= 30 else []
+        )
 
     label_digits = max(0, -math.floor(math.log10(y_step))) if y_step < 1 else 0
     return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": MARGIN_LEFT,
-        "right": WIDTH - MARGIN_RIGHT,
-        "top": MARGIN_TOP,
-        "bottom": HEIGHT - MARGIN_BOTTOM,
-        "mid_x": round(MARGIN_LEFT + plot_w / 2, 1),
-        "mid_y": round(MARGIN_TOP + plot_h / 2, 1),
+        **frame.box(),
         "train": polyline(train),
         "train_dots": dots(train),
         "eval": polyline(evals),
         "eval_dots": dots(evals),
         "y_ticks": [
-            {"y": sy(v), "label": f"{v:.{label_digits}f}"} for v in _ticks(y_low, y_high, y_step)
+            {"y": frame.sy(v), "label": f"{v:.{label_digits}f}"}
+            for v in _ticks(y_low, y_high, y_step)
         ],
-        "x_ticks": [{"x": sx(v), "label": f"{v:.0f}"} for v in _ticks(x_low, x_high, x_step)],
+        "x_ticks": frame.x_ticks(),
         "steps": len(metrics),
         "has_eval": bool(evals),
         "first_loss": train[0][1] if train else None,
@@ -252,11 +282,8 @@ def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str
     drawn = [(index, points) for index, points in lines if points]
     if not drawn:
         return None
-    xs = [x for _, points in drawn for x, _ in points]
+    x_low, x_high = _x_range([x for _, points in drawn for x, _ in points])
     ys = [y for _, points in drawn for _, y in points]
-    x_low, x_high = min(xs), max(xs)
-    if x_high == x_low:
-        x_high = x_low + 1
     y_low, y_high = min(ys), max(ys)
     if log:
         y_low, y_high = float(math.floor(y_low)), float(math.ceil(y_high))
@@ -265,35 +292,15 @@ def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str
         y_values = [math.log10(tick) for tick in _log_ticks(int(y_low), int(y_high))]
         y_labels = [f"{10**value:g}" for value in y_values]
     else:
-        if y_high == y_low:
-            pad = abs(y_low) * 0.1 or 1.0
-            y_low, y_high = y_low - pad, y_high + pad
-        y_step = nice_step(y_high - y_low, 5)
-        y_low = math.floor(y_low / y_step) * y_step
-        y_high = math.ceil(y_high / y_step) * y_step
+        y_low, y_high, y_step = _linear_range(y_low, y_high)
         y_values = _ticks(y_low, y_high, y_step)
         digits = max(0, -math.floor(math.log10(y_step))) if y_step < 1 else 0
         y_labels = [f"{value:.{digits}f}" for value in y_values]
-    x_step = max(1.0, nice_step(x_high - x_low, 6))
-
-    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-
-    def sx(x: float) -> float:
-        return round(MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w, 1)
-
-    def sy(y: float) -> float:
-        return round(MARGIN_TOP + (y_high - y) / (y_high - y_low) * plot_h, 1)
+    frame = _Frame(x_low, x_high, y_low, y_high)
+    sx, sy = frame.sx, frame.sy
 
     return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": MARGIN_LEFT,
-        "right": WIDTH - MARGIN_RIGHT,
-        "top": MARGIN_TOP,
-        "bottom": HEIGHT - MARGIN_BOTTOM,
-        "mid_x": round(MARGIN_LEFT + plot_w / 2, 1),
-        "mid_y": round(MARGIN_TOP + plot_h / 2, 1),
+        **frame.box(),
         "log": log,
         "dropped": dropped,
         "lines": [
@@ -321,7 +328,7 @@ def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str
             {"y": sy(value), "label": label}
             for value, label in zip(y_values, y_labels, strict=True)
         ],
-        "x_ticks": [{"x": sx(v), "label": f"{v:.0f}"} for v in _ticks(x_low, x_high, x_step)],
+        "x_ticks": frame.x_ticks(),
     }
 
 
