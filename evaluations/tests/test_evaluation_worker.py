@@ -41,7 +41,8 @@ def test_a_worker_executes_an_evaluation_and_the_command_prints_its_scores(
     assert f"evaluation {evaluation.evaluation_id}: pending on queue default" in text
     assert f"evaluation {evaluation.evaluation_id}: completed" in text
     assert "answer_correctness@v1: 0.6667 over 3 items (95% CI" in text
-    assert "exact_match@v1: 0.0000 over 3 items" in text or "exact_match@v1: 0.6667" in text
+    # The fake engine answers "Answer: <expected>", which is never the expected text itself.
+    assert "exact_match@v1: 0.0000 over 3 items" in text
 
 
 def test_the_command_names_the_flag_or_the_problem(registry: Registry) -> None:  # noqa: F811
