@@ -30,7 +30,7 @@ from evaluations.services import EvaluationOutcome, evaluation_finish, evaluatio
 from runs.execution import trainer_environment
 from runs.outcomes import log_excerpt
 from runs.outputs import output_dir_absolute
-from runs.processes import die_with_parent, process_group_stop
+from runs.processes import process_group_stop, process_start
 
 logger = logging.getLogger(__name__)
 
@@ -151,16 +151,8 @@ def _execute(evaluation: Evaluation) -> EvaluationOutcome:
     stdout_log, stderr_log = directory / "stdout.log", directory / "stderr.log"
     with stdout_log.open("wb") as out, stderr_log.open("wb") as err:
         try:
-            process = subprocess.Popen(
-                argv,
-                cwd=directory,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=engine_environment(),
-                start_new_session=True,
-                close_fds=True,
-                preexec_fn=die_with_parent(),
+            process = process_start(
+                argv, cwd=directory, env=engine_environment(), stdout=out, stderr=err
             )
         except OSError as exc:
             return _failed(

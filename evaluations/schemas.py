@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from django.conf import settings
 from ninja import Field, Schema
 from pydantic import AliasChoices, field_validator
 
-from runs.schemas import RunMoment, RunPaginationOut, _queue_enum
-from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number
+from runs.schemas import RunMoment, RunPaginationOut
+from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue
 from tunix_registry.pagination import PaginationOut
 
 MetricName = Literal["answer_correctness@v1", "exact_match@v1"]
@@ -49,9 +48,7 @@ class EvaluationRequest(Schema):
         default=DEFAULT_METRICS, min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
     )
     generation: GenerationIn = GenerationIn()
-    queue: str | None = Field(
-        default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
-    )
+    queue: Queue[str] = None
 
     @field_validator("metrics")
     @classmethod
@@ -59,13 +56,6 @@ class EvaluationRequest(Schema):
         if len(set(names)) != len(names):
             raise ValueError("metrics must not name a metric twice")
         return names
-
-    @field_validator("queue")
-    @classmethod
-    def _known_queue(cls, queue: str | None) -> str | None:
-        if queue is not None and queue not in settings.TUNIX_QUEUES:
-            raise ValueError(f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}")
-        return queue
 
 
 class EvaluationScoreOut(Schema):

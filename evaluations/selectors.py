@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,30 +11,16 @@ from django.db.models import Q, QuerySet
 
 from evaluations.models import Evaluation, EvaluationItem
 from tunix_registry.actors import with_username
+from tunix_registry.cursors import INVALID_CURSOR_MESSAGE, InvalidCursor, cursor_pack, cursor_unpack
 
 # The largest item index a cursor may name (a 32-bit column).
 MAX_INDEX = 2**31 - 1
-
-
-class InvalidCursor(ValueError):
-    """A page cursor this server did not issue (HTTP 422)."""
 
 
 @dataclass
 class Page:
     items: list[Any]
     pagination: dict[str, Any]
-
-
-def _encode(raw: str) -> str:
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("cursor is not a valid page cursor") from None
 
 
 def _evaluations() -> QuerySet[Evaluation]:
@@ -55,14 +39,15 @@ def evaluation_list(
     if run_id is not None:
         qs = qs.filter(run_id=run_id)
     if cursor:
+        raw = cursor_unpack(cursor)
         try:
-            created, evaluation_id = _decode(cursor).split("|")
+            created, evaluation_id = raw.split("|")
             created_at = datetime.fromisoformat(created)
             if created_at.tzinfo is None:
                 raise ValueError("naive timestamp")
             last = uuid.UUID(evaluation_id)
         except ValueError:
-            raise InvalidCursor("cursor is not a valid page cursor") from None
+            raise InvalidCursor(INVALID_CURSOR_MESSAGE) from None
         qs = qs.filter(created_at__lte=created_at).exclude(
             Q(created_at=created_at) & Q(evaluation_id__gte=last)
         )
@@ -75,7 +60,9 @@ def evaluation_list(
             "limit": limit,
             "offset": 0,
             "next_offset": None,
-            "next_cursor": _encode(f"{items[-1].created_at.isoformat()}|{items[-1].evaluation_id}")
+            "next_cursor": cursor_pack(
+                f"{items[-1].created_at.isoformat()}|{items[-1].evaluation_id}"
+            )
             if more
             else None,
         },
@@ -88,12 +75,13 @@ def evaluation_items(
     """A page of an evaluation's items in dataset order; `cursor` continues after an item."""
     qs = EvaluationItem.objects.filter(evaluation_id=evaluation_id)
     if cursor:
+        raw = cursor_unpack(cursor)
         try:
-            after = int(_decode(cursor))
+            after = int(raw)
         except ValueError:
-            raise InvalidCursor("cursor is not a valid page cursor") from None
+            raise InvalidCursor(INVALID_CURSOR_MESSAGE) from None
         if not 0 <= after <= MAX_INDEX:
-            raise InvalidCursor("cursor is not a valid page cursor")
+            raise InvalidCursor(INVALID_CURSOR_MESSAGE)
         qs = qs.filter(index__gt=after)
     rows = list(qs.order_by("index")[: limit + 1])
     items = rows[:limit]
@@ -104,7 +92,7 @@ def evaluation_items(
             "limit": limit,
             "offset": 0,
             "next_offset": None,
-            "next_cursor": _encode(str(items[-1].index)) if more else None,
+            "next_cursor": cursor_pack(str(items[-1].index)) if more else None,
         },
     )
 

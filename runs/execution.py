@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import time
 from typing import Any
 
@@ -40,7 +39,7 @@ from runs.outcomes import (
     pending_outcome_exists,
 )
 from runs.outputs import output_dir_absolute, outputs_root
-from runs.processes import die_with_parent, host_name
+from runs.processes import host_name, process_start
 from runs.runtime import RUNTIME_UNAVAILABLE_MESSAGE
 from runs.schemas import TunixRunRequest
 from runs.services import STOPPED_MESSAGE, StartedRun, run_finish, run_trainer_record
@@ -344,18 +343,13 @@ def _execute_local(started: StartedRun, request: TunixRunRequest) -> RunOutcome 
     stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
     with stdout_log.open("wb") as out, stderr_log.open("wb") as err:
         try:
-            process = subprocess.Popen(
+            process = process_start(
                 argv,
                 cwd=run_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
                 # The run id goes into the exported model's card (docs/training.md).
                 env={**trainer_environment(), "TUNIX_RUN_ID": str(run.run_id)},
-                start_new_session=True,
-                close_fds=True,
-                # Only a prctl call in the child (runs.processes.die_with_parent).
-                preexec_fn=die_with_parent(),
+                stdout=out,
+                stderr=err,
             )
         except OSError as exc:
             logger.exception("run %s: the trainer command could not be started", run.run_id)

@@ -1,8 +1,9 @@
-"""Processes on this host: who is alive (read from /proc), and stopping trainer groups.
+"""Processes on this host: starting trainers, who is alive (read from /proc), stopping groups.
 
-A trainer runs in its own process group (session), so stopping it means signalling
-the group: the trainer and whatever it forked go together. On Linux the trainer
-also gets SIGKILL from the kernel when its supervisor dies (`die_with_parent`).
+A trainer (or an evaluation engine) runs in its own process group (session), so
+stopping it means signalling the group: the trainer and whatever it forked go
+together. On Linux the trainer also gets SIGKILL from the kernel when its
+supervisor dies (`die_with_parent`). `process_start` starts one that way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,29 @@ def die_with_parent() -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def process_start(
+    argv: list[str], *, cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in `cwd` as a supervised child: its own session, dying with this process.
+
+    `env` is its whole environment (the caller's scrubbed one, nothing inherited);
+    stdin is /dev/null and no other descriptor of this process is passed on. Raises
+    OSError when the command cannot be started.
+    """
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+        # Only a prctl call in the child (die_with_parent).
+        preexec_fn=die_with_parent(),
+    )
 
 
 def orphans_find(pgid: int, run_dir: Path) -> list[int]:

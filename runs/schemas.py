@@ -12,11 +12,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from django.conf import settings
 from ninja import Field, Schema
 from pydantic import AliasChoices, PlainSerializer, WithJsonSchema, field_validator
 
-from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Text
+from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue, Text
 from tunix_registry.pagination import PaginationOut
 from tunix_registry.timestamps import utc_iso
 
@@ -26,13 +25,6 @@ RunMoment = Annotated[
     PlainSerializer(lambda moment: utc_iso(moment, suffix="+00:00"), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
-
-
-def _queue_enum(schema: dict[str, Any]) -> None:
-    """Publish the configured queues as the `queue` field's enum (null stays allowed)."""
-    for option in schema.get("anyOf", [schema]):
-        if option.get("type") == "string":
-            option["enum"] = list(settings.TUNIX_QUEUES)
 
 
 # Every module name a LoRA adapter may target in some family the trainer knows
@@ -93,9 +85,7 @@ class TunixRunRequest(Schema):
     max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
     # Additive: the worker queue of a queued launch (one of TUNIX_QUEUES; null:
     # TUNIX_DEFAULT_QUEUE). A synchronous launch checks it and executes in place.
-    queue: Text | None = Field(
-        default=None, min_length=1, max_length=64, json_schema_extra=_queue_enum
-    )
+    queue: Queue[Text] = None
 
     # Additive (docs/training.md): LoRA instead of full-weight SFT (null: full-weight),
     # the run whose last checkpoint this one continues, and how often it checkpoints
@@ -106,13 +96,6 @@ class TunixRunRequest(Schema):
     # Additive (docs/evaluation.md): when the local run completes, queue an evaluation
     # of its model on "held_out" (what its trainer held out) or on a dataset key.
     evaluate_on: Text | None = Field(default=None, min_length=1, max_length=256)
-
-    @field_validator("queue")
-    @classmethod
-    def _known_queue(cls, queue: str | None) -> str | None:
-        if queue is not None and queue not in settings.TUNIX_QUEUES:
-            raise ValueError(f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}")
-        return queue
 
 
 class RunMetricsSummaryOut(Schema):

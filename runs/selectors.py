@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +24,13 @@ from runs.models import (
     TunixWorker,
 )
 from tunix_registry.actors import with_username
+from tunix_registry.cursors import INVALID_CURSOR_MESSAGE, InvalidCursor, cursor_pack, cursor_unpack
 
 LOG_STREAMS = ("stdout", "stderr")
 # The big columns a list never reads.
 LIST_DEFERRED = ("stdout", "stderr", "config", "artifacts", "training")
 # From this offset on, a page first reads its ids from an index alone, then the rows.
 DEEP_OFFSET = 200
-
-
-class InvalidCursor(ValueError):
-    """A `cursor` that this server did not hand out."""
 
 
 @dataclass(frozen=True)
@@ -47,20 +42,20 @@ class RunPage:
 
 def cursor_encode(run: TunixRun) -> str:
     """The cursor of the page that starts right after `run`."""
-    raw = f"{run.created_at.isoformat()}|{run.run_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return cursor_pack(f"{run.created_at.isoformat()}|{run.run_id}")
 
 
 def cursor_decode(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, run_id) a `cursor_encode` cursor names; InvalidCursor otherwise."""
+    raw = cursor_unpack(cursor)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, run_id = raw.split("|")
         created_at = datetime.fromisoformat(created)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
         return created_at, uuid.UUID(run_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("cursor is not a valid page cursor") from None
+    except ValueError:
+        raise InvalidCursor(INVALID_CURSOR_MESSAGE) from None
 
 
 def run_list(
