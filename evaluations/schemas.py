@@ -48,7 +48,7 @@ class EvaluationRequest(Schema):
         default=DEFAULT_METRICS, min_length=1, max_length=8, json_schema_extra={"uniqueItems": True}
     )
     generation: GenerationIn = GenerationIn()
-    queue: Queue[str] = None
+    queue: Queue = None
 
     @field_validator("metrics")
     @classmethod

@@ -85,7 +85,7 @@ class TunixRunRequest(Schema):
     max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
     # Additive: the worker queue of a queued launch (one of TUNIX_QUEUES; null:
     # TUNIX_DEFAULT_QUEUE). A synchronous launch checks it and executes in place.
-    queue: Queue[Text] = None
+    queue: Queue = None
 
     # Additive (docs/training.md): LoRA instead of full-weight SFT (null: full-weight),
     # the run whose last checkpoint this one continues, and how often it checkpoints

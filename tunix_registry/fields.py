@@ -13,13 +13,13 @@ service runs, and the OpenAPI schema says so (`pattern`).
   else: `false` is not an integer, `0` is not a boolean, `"1"` is not a number.
 - `documented(...)`: a schema that only documents what a handler enforces itself
   (query ranges answered with their own messages, dataset keys).
-- `Queue[...]`: the `queue` of a launch or an evaluation, null or one of TUNIX_QUEUES.
+- `Queue`: the `queue` of a launch or an evaluation, null or one of TUNIX_QUEUES.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, TypeVar, Union
+from typing import Annotated, Any, Union
 
 from django.conf import settings
 from pydantic import (
@@ -186,13 +186,10 @@ def _queue_enum(schema: dict[str, Any]) -> None:
             option["enum"] = list(settings.TUNIX_QUEUES)
 
 
-_QueueText = TypeVar("_QueueText", bound=str)
 # A worker queue (null: TUNIX_DEFAULT_QUEUE), checked against TUNIX_QUEUES when the
 # request is validated (a 422 naming the field) and published as the string's enum.
-# The parameter is the string type itself: `Queue[Text]` also refuses NUL by its
-# pattern, `Queue[str]` leaves that to the check (no configured queue holds one).
 Queue = Annotated[
-    _QueueText | None,
+    Text | None,
     Field(min_length=1, max_length=64, json_schema_extra=_queue_enum),
     AfterValidator(queue_check),
 ]

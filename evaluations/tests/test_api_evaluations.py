@@ -205,6 +205,7 @@ def test_refusals_name_the_problem_and_create_nothing(client: Client) -> None:
         (small, {"generation": {"temperature": -1}}, 422, "temperature"),
         (small, {"generation": {"batch_size": "8"}}, 422, "batch_size"),
         (small, {"queue": "nowhere"}, 422, "Unknown queue"),
+        (small, {"queue": "default\u0000"}, 422, '"queue"'),
     ]
     for run, body, status, expected in cases:
         response = launch(client, run, **body)
