@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
-#   1. ruff (lint + format check) and mypy; nginx installed for the front's tests
-#   2. pytest with coverage on SQLite
-#   3. the same pytest suite on a throwaway PostgreSQL cluster, then the API
-#      fuzzer (scripts/fuzz.sh: schemathesis against gunicorn on that cluster)
-#   4. browser tests (Playwright driving Debian's chromium) on SQLite
-#   5. the coverage gate (90% of lines) over 2 and 4
+#   1. ruff (lint + format check) and mypy; nginx, PostgreSQL and chromium
+#      installed and a throwaway PostgreSQL cluster started
+#   2. two lanes side by side, each a process of its own (the machine has two
+#      cores; the suites spend much of their time waiting on subprocesses):
+#        a. pytest on SQLite, then the API fuzzer (scripts/fuzz.sh:
+#           schemathesis against gunicorn on the PostgreSQL cluster)
+#        b. the same pytest suite on PostgreSQL, then the browser tests
+#           (Playwright driving Debian's chromium) on SQLite
+#      Lane a prints as it goes; lane b's output follows when it ends.
+#   3. the coverage gate (90% of lines) over every pytest run of both lanes
 # Where PostgreSQL or chromium cannot be installed (no root) the step is skipped
 # with a loud warning; with CI=true nothing may be skipped.
 # Extra arguments are passed to every pytest call (e.g. -x, -k name).
@@ -43,35 +47,75 @@ else
   skip "the nginx front tests (nginx unavailable)"
 fi
 
-step "pytest on SQLite (with coverage)"
-$bin/coverage erase
-$bin/coverage run -m pytest -m "not browser" -p no:cacheprovider "$@"
-
-step "pytest on PostgreSQL"
+step "PostgreSQL (a throwaway cluster)"
 pgdir="$(mktemp -d "${TMPDIR:-/tmp}/tunix-pg.XXXXXX")"
 chmod 755 "$pgdir"
-cleanup() { scripts/pg.sh stop "$pgdir" || true; rm -rf "$pgdir"; }
+laneb_log="$(mktemp "${TMPDIR:-/tmp}/tunix-laneb.XXXXXX")"
+laneb=""
+cleanup() {
+  if [ -n "$laneb" ]; then kill -- "-$laneb" 2>/dev/null || true; fi
+  scripts/pg.sh stop "$pgdir" || true
+  rm -rf "$pgdir" "$laneb_log"
+}
 trap cleanup EXIT
-if url="$(scripts/pg.sh start "$pgdir")"; then
-  # The trainer's own tests are left out here: it is a separate process that
-  # imports no Django and touches no database, so they ran once above.
-  DATABASE_URL="$url" $bin/pytest -m "not browser" -p no:cacheprovider \
-    --ignore=runs/tests/test_trainer.py --ignore=runs/tests/test_trainer_units.py "$@"
-  step "API fuzzing (schemathesis) against gunicorn on PostgreSQL"
-  scripts/fuzz.sh "$url"
-  scripts/pg.sh stop "$pgdir"
-else
+url=""
+if ! url="$(scripts/pg.sh start "$pgdir")"; then
+  url=""
   skip "the PostgreSQL test run and the API fuzzing (PostgreSQL unavailable)"
 fi
 
-step "browser tests (chromium)"
-if chromium="$(scripts/ensure-chromium.sh)"; then
-  CHROMIUM_PATH="$chromium" $bin/coverage run -a -m pytest -m browser -p no:cacheprovider "$@"
-else
+step "chromium (for the browser tests)"
+chromium=""
+if ! chromium="$(scripts/ensure-chromium.sh)"; then
+  chromium=""
   skip "the browser tests (chromium unavailable)"
 fi
 
+# Every pytest run is measured in parallel mode (a data file each), combined
+# for the gate at the end.
+$bin/coverage erase
+covered() { $bin/coverage run --parallel-mode -m pytest -p no:cacheprovider "$@"; }
+
+# Lane b, in its own process group (so that an early exit stops all of it).
+lane_b() {
+  if [ -n "$url" ]; then
+    echo "==> lane b: pytest on PostgreSQL"
+    # The trainer's own tests are left out here: it is a separate process that
+    # imports no Django and touches no database, so they run once, on SQLite.
+    DATABASE_URL="$url" covered -m "not browser" \
+      --ignore=runs/tests/test_trainer.py --ignore=runs/tests/test_trainer_units.py "$@"
+  fi
+  if [ -n "$chromium" ]; then
+    echo "==> lane b: browser tests (chromium)"
+    CHROMIUM_PATH="$chromium" covered -m browser "$@"
+  fi
+}
+set -m
+lane_b "$@" >"$laneb_log" 2>&1 &
+laneb=$!
+set +m
+
+step "lane a: pytest on SQLite (lane b, PostgreSQL then the browser, runs beside it)"
+lane_a=0
+covered -m "not browser" "$@" || lane_a=$?
+if [ "$lane_a" = 0 ] && [ -n "$url" ]; then
+  step "lane a: API fuzzing (schemathesis) against gunicorn on PostgreSQL"
+  scripts/fuzz.sh "$url" || lane_a=$?
+fi
+
+step "lane b's output (pytest on PostgreSQL, then the browser tests)"
+lane_b_status=0
+wait "$laneb" || lane_b_status=$?
+laneb=""
+cat "$laneb_log"
+if [ "$lane_a" != 0 ] || [ "$lane_b_status" != 0 ]; then
+  echo "error: lane a exited with $lane_a, lane b with $lane_b_status" >&2
+  exit 1
+fi
+scripts/pg.sh stop "$pgdir"
+
 step "coverage gate"
+$bin/coverage combine --quiet
 $bin/coverage report --fail-under=90
 
 if [ ${#skipped[@]} -gt 0 ]; then
