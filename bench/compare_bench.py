@@ -39,7 +39,9 @@ def seed() -> list[str]:
     run_ids = []
     metric = "answer_correctness@v1"
     for n in range(RUNS):
-        run = TunixRunFactory.create(mode="local", exit_code=0, metrics_steps=STEPS)
+        run = TunixRunFactory.create(
+            mode="local", exit_code=0, metrics_steps=STEPS, metrics_count=STEPS
+        )
         run.config = {**run.config, "learning_rate": 1e-4 * (n + 1), "num_epochs": 2 + n % 3}
         run.save(update_fields=["config"])
         RunMetric.objects.bulk_create(

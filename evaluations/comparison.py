@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, Count, FloatField, IntegerField, Q, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from evaluations.models import Evaluation, EvaluationItem, EvaluationStatus
 
@@ -140,29 +142,27 @@ def _disagreements(
         ),
         output_field=IntegerField(),
     )
-    rows = (
+    # The items scored apart, judged in the database: more than one distinct score, or
+    # one score beside a run without one (its item missing). Scores are numbers (the
+    # engine's floats, evaluations.execution), so they compare as numbers.
+    score = Cast(KeyTextTransform(metric, "scores"), FloatField())
+    apart = list(
         EvaluationItem.objects.filter(evaluation_id__in=present)
-        .annotate(position=position)
+        .values("index")
+        .annotate(scored=Count(score), distinct=Count(score, distinct=True))
+        .filter(Q(distinct__gt=1) | Q(distinct=1, scored__lt=len(present)))
         .order_by("index")
-        .values_list("index", "position", "scores")
+        .values_list("index", flat=True)
     )
-    by_index: dict[int, dict[int, float | None]] = {}
-    for index, at, scores in rows:
-        by_index.setdefault(index, {})[at] = _score(scores, metric)
-    apart = [
-        index
-        for index, scored in by_index.items()
-        if len(set(scored.values()) | ({None} if len(scored) < len(present) else set())) > 1
-    ]
     shown = apart[:DISAGREEMENTS_SHOWN]
-    # The texts of the items shown only.
-    texts: dict[tuple[int, int], tuple[str, str, str]] = {}
-    for index, at, prompt, expected, prediction in (
+    # The texts and scores of the items shown only.
+    texts: dict[tuple[int, int], tuple[str, str, str, float | None]] = {}
+    for index, at, prompt, expected, prediction, scores in (
         EvaluationItem.objects.filter(evaluation_id__in=present, index__in=shown)
         .annotate(position=position)
-        .values_list("index", "position", "prompt", "expected", "prediction")
+        .values_list("index", "position", "prompt", "expected", "prediction", "scores")
     ):
-        texts[(index, at)] = (prompt, expected, prediction)
+        texts[(index, at)] = (prompt, expected, prediction, _score(scores, metric))
     listed = []
     for index in shown:
         answers: list[ItemAnswer | None] = []
@@ -172,8 +172,8 @@ def _disagreements(
             if text is None:
                 answers.append(None)
                 continue
-            prompt, expected, prediction = text
-            answers.append(ItemAnswer(prediction=prediction, score=by_index[index].get(at)))
+            prompt, expected, prediction, scored = text
+            answers.append(ItemAnswer(prediction=prediction, score=scored))
         listed.append(Disagreement(index=index, prompt=prompt, expected=expected, answers=answers))
     return listed, len(apart)
 

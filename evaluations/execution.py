@@ -90,12 +90,25 @@ def engine_environment() -> dict[str, str]:
     return env
 
 
-def _lines_in(path: Path) -> int:
-    try:
-        with path.open("rb") as handle:
-            return sum(1 for line in handle if line.endswith(b"\n"))
-    except FileNotFoundError:
-        return 0
+class _LineCounter:
+    """The complete lines of a file that grows, counted from where the last call stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+
+    def count(self) -> int:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.lines
+        end = data.rfind(b"\n") + 1
+        self.lines += data.count(b"\n", 0, end)
+        self.offset += end
+        return self.lines
 
 
 def _failed(message: str, stderr: str = "", exit_code: int | None = None) -> EvaluationOutcome:
@@ -193,6 +206,7 @@ def _supervise(
     deadline = time.monotonic() + settings.TUNIX_EVALUATION_TIMEOUT_SECONDS
     interval = settings.TUNIX_HEARTBEAT_SECONDS
     grace = settings.TUNIX_CANCEL_GRACE_SECONDS
+    items = _LineCounter(directory / ITEMS_FILE)
     try:
         while True:
             try:
@@ -202,7 +216,7 @@ def _supervise(
                 pass
             status = evaluation_progress(
                 evaluation_id=evaluation.evaluation_id,
-                items_done=min(_lines_in(directory / ITEMS_FILE), total),
+                items_done=min(items.count(), total),
                 items_total=total,
             )
             if status == EvaluationStatus.CANCEL_REQUESTED:

@@ -11,14 +11,13 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
 from django.db import connection
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from runs.models import RunEvent, RunLogChunk, RunMetric, TunixRun, TunixWorker
+from runs.models import RunEvent, RunLogChunk, TunixRun, TunixWorker
 from tunix_registry.admin import ReadOnlyAdminMixin
 
 
@@ -142,28 +141,11 @@ class TunixRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TunixRun]:
-        # A correlated subquery, not Count("metrics"): a join + GROUP BY would go into
-        # every query of the changelist (count, date hierarchy, filters) over all runs.
-        per_run = (
-            RunMetric.objects.filter(run=OuterRef("pk"))
-            .order_by()
-            .values("run")
-            .annotate(rows=Count("*"))
-            .values("rows")
-        )
-        qs = (
-            super()
-            .get_queryset(request)
-            .annotate(metric_rows=Coalesce(Subquery(per_run), Value(0)))
-        )
+        qs = super().get_queryset(request)
         match = request.resolver_match
         if match and (match.url_name or "").endswith("changelist"):
             qs = qs.defer("stdout", "stderr", "config")
         return qs
-
-    @admin.display(description="metrics", ordering="metric_rows")
-    def metrics_count(self, obj: TunixRun) -> int:
-        return int(getattr(obj, "metric_rows", 0) or 0)
 
     @admin.display(description="log chunks")
     def log_chunks_link(self, obj: TunixRun) -> str:

@@ -12,14 +12,15 @@ command are given.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Value, When, Window
-from django.db.models.functions import Cast, Ceil, Mod, RowNumber
+from django.db.models import Case, F, IntegerField, Q, Value, When, Window
+from django.db.models.functions import Mod, RowNumber
 
 from runs.models import RunMetric, TunixRun
 from tunix_registry.actors import with_username
@@ -174,7 +175,8 @@ def run_compare(*, run_ids: list[uuid.UUID], max_points: int | None = None) -> C
         raise RunsNotFound(missing)
     from evaluations.comparison import evaluation_comparison
 
-    series = _series(run_ids, max_points)
+    counts = {run_id: run.metrics_count for run_id, run in by_id.items()}
+    series = _series(run_ids, counts, max_points)
     runs = [by_id[run_id] for run_id in run_ids]
     return Comparison(
         evaluations=evaluation_comparison(run_ids),
@@ -250,36 +252,54 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _series(
-    run_ids: Sequence[uuid.UUID], max_points: int | None = None
+    run_ids: Sequence[uuid.UUID],
+    counts: Mapping[uuid.UUID, int | None],
+    max_points: int | None = None,
 ) -> dict[uuid.UUID, list[MetricPoint]]:
     """Every run's logged steps, by step: one query for all of them.
 
-    With `max_points`, a run with more steps keeps every k-th one (k the smallest
-    stride that fits) and its last, chosen by the database (window functions), so a
-    drawing reads a few thousand rows rather than every step. Each row names its run
-    by its position in `run_ids` (a CASE in the query), not by its id: turning tens
-    of thousands of ids back into UUIDs cost more than the rest of the read.
+    With `max_points`, a run with more steps than that (`counts`: its
+    TunixRun.metrics_count) keeps every k-th one, k the smallest stride that fits,
+    and its last, chosen in the database by each row's number within its run (a
+    window function), so a drawing reads a few thousand rows rather than every step.
+    The strides come from the stored counts, so the database numbers the rows without
+    counting them again.
     """
-    position = Case(
-        *(When(run_id=run_id, then=Value(i)) for i, run_id in enumerate(run_ids)),
+    rows = RunMetric.objects.filter(run_id__in=run_ids)
+    strides = {run_id: _stride(counts.get(run_id), max_points) for run_id in run_ids}
+    if any(stride > 1 for stride in strides.values()):
+        lasts = {run_id: counts.get(run_id) or 0 for run_id in run_ids}
+        rows = (
+            rows.annotate(
+                row=Window(RowNumber(), partition_by=[F("run_id")], order_by=F("step").asc())
+            )
+            .annotate(kept=Mod(F("row") - Value(1), _per_run(strides), output_field=IntegerField()))
+            .filter(Q(kept=0) | Q(row=_per_run(lasts)))
+        )
+    series: dict[uuid.UUID, list[MetricPoint]] = {}
+    for run_id, step, loss, eval_loss in rows.order_by("run_id", "step").values_list(
+        "run_id", "step", "loss", "eval_loss"
+    ):
+        series.setdefault(run_id, []).append(MetricPoint(step, loss, eval_loss))
+    return series
+
+
+def _stride(count: int | None, max_points: int | None) -> int:
+    """Every how many steps a run of `count` steps keeps one to draw at most `max_points`."""
+    if max_points is None or count is None or count <= max_points:
+        return 1
+    return math.ceil(count / max_points)
+
+
+def _per_run(values: Mapping[uuid.UUID, int]) -> Value | Case:
+    """A number per run: a constant when the runs share it, else a CASE on the run."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return Value(distinct.pop())
+    return Case(
+        *(When(run_id=run_id, then=Value(value)) for run_id, value in values.items()),
         output_field=IntegerField(),
     )
-    rows = RunMetric.objects.filter(run_id__in=run_ids)
-    if max_points is not None:
-        rows = rows.annotate(
-            row=Window(RowNumber(), partition_by=[F("run_id")], order_by=F("step").asc()),
-            rows=Window(Count("pk"), partition_by=[F("run_id")]),
-        )
-        stride = Ceil(Cast(F("rows"), FloatField()) / Value(float(max_points)))
-        offset = Cast(F("row"), IntegerField()) - Value(1)
-        rows = rows.annotate(
-            thinned=Mod(offset, Cast(stride, IntegerField()), output_field=IntegerField())
-        ).filter(Q(thinned=0) | Q(row=F("rows")))
-    values = rows.annotate(position=position).order_by("run_id", "step")
-    by_position: dict[int, list[MetricPoint]] = {}
-    for index, step, loss, eval_loss in values.values_list("position", "step", "loss", "eval_loss"):
-        by_position.setdefault(index, []).append(MetricPoint(step, loss, eval_loss))
-    return {run_ids[index]: points for index, points in by_position.items()}
 
 
 def _float(value: Any) -> float | None:

@@ -120,13 +120,15 @@ def metrics_parse(path: Path, *, run_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 def metrics_summary(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run fields summarising the series: last step and loss, best eval loss, mean tokens/s."""
+    """Run fields summarising the series: last step and loss, how many steps, best eval loss,
+    mean tokens/s."""
     if not metrics:
         return {}
     evals = [m["eval_loss"] for m in metrics if m["eval_loss"] is not None]
     speeds = [m["tokens_per_second"] for m in metrics if m["tokens_per_second"] is not None]
     return {
         "metrics_steps": metrics[-1]["step"],
+        "metrics_count": len(metrics),
         "final_loss": metrics[-1]["loss"],
         "best_eval_loss": min(evals) if evals else None,
         "tokens_per_second": sum(speeds) / len(speeds) if speeds else None,

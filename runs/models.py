@@ -100,6 +100,9 @@ class TunixRun(models.Model):
     # Metrics summary, from the trainer's metrics.jsonl, kept current while a local
     # run trains (null when nothing was ingested: docs/decisions.md#nullable-fields).
     metrics_steps = models.IntegerField(null=True, blank=True)
+    # How many steps were logged (RunMetric rows): a drawing of the series picks
+    # its stride from it without counting them (runs.compare).
+    metrics_count = models.IntegerField("logged steps", null=True, blank=True)
     final_loss = models.FloatField(null=True, blank=True)
     best_eval_loss = models.FloatField(null=True, blank=True)
     # Mean tokens/second over the logged steps.

@@ -94,6 +94,33 @@ def test_runs_are_compared_on_the_items_most_of_them_were_evaluated_on(
     ]
 
 
+def test_an_item_one_run_lacks_is_a_disagreement_and_equal_numbers_agree() -> None:
+    first, second, third = runs_of(3)
+    evaluated(first, [1, 0.5, 0, 1])
+    evaluated(second, [1.0, 0.5, 0, 0])
+    evaluated(third, [1, 0.5, 0])  # no item 3
+    EvaluationItem.objects.filter(evaluation__run=third, index=2).delete()  # nor item 2
+    compared = evaluation_comparison([first.run_id, second.run_id, third.run_id])
+    assert compared is not None
+    # Item 0: 1, 1.0 and 1 are one number; item 1: 0.5 thrice. Item 2: two zeros and a
+    # run without it; item 3: 1, 0 and a run without it.
+    assert compared.disagreement_count == 2
+    assert [item.index for item in compared.disagreements] == [2, 3]
+    two, three = compared.disagreements
+    assert [a.score if a else None for a in two.answers] == [0.0, 0.0, None]
+    assert [a.score if a else None for a in three.answers] == [1.0, 0.0, None]
+
+
+def test_the_items_only_one_run_has_are_each_a_disagreement() -> None:
+    first, second = runs_of(2)
+    evaluated(first, [1, 1, 1])
+    evaluated(second, [1])
+    compared = evaluation_comparison([first.run_id, second.run_id])
+    assert compared is not None
+    assert compared.disagreement_count == 2
+    assert [item.index for item in compared.disagreements] == [1, 2]
+
+
 def test_no_evaluation_means_no_evaluation_part() -> None:
     first, second = runs_of(2)
     assert evaluation_comparison([first.run_id, second.run_id]) is None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from django import template
+from django.template import defaultfilters
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -330,6 +331,19 @@ def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str
         ],
         "x_ticks": frame.x_ticks(),
     }
+
+
+@register.filter(is_safe=True)
+def clip(value: Any, length: int) -> str:
+    """Django's `truncatechars`, returning a text no longer than `length` as it is.
+
+    `truncatechars` walks every character of every text it is given; a table of
+    hundreds of short cells spends most of its time there.
+    """
+    text = str(value)
+    if len(text) <= length:
+        return text
+    return str(defaultfilters.truncatechars(text, length))
 
 
 @register.filter

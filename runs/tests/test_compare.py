@@ -21,7 +21,7 @@ from runs.compare import (
     run_compare,
     run_ids_parse,
 )
-from runs.models import RunMode, RunStatus, TunixRun
+from runs.models import RunMetric, RunMode, RunStatus, TunixRun
 from runs.templatetags.run_pages import compare_chart
 from runs.tests.factories import RunMetricFactory, TunixRunFactory
 from tunix_registry.tests.openapi_check import assert_fits
@@ -58,6 +58,7 @@ def local_run(
         mode=RunMode.LOCAL,
         exit_code=0,
         metrics_steps=10 * len(losses) if losses else None,
+        metrics_count=len(losses) if losses else None,
         final_loss=losses[-1] if losses else None,
         best_eval_loss=min(losses) + 0.1 if losses else None,
         tokens_per_second=1000.0 if losses else None,
@@ -516,3 +517,42 @@ def test_a_drawing_reads_every_kth_step_of_a_long_run_and_its_last() -> None:
     assert [point.step for point in drawn.runs[0].series] == [*steps[::3], steps[-1]]
     assert len(steps[::3]) == 9
     assert drawn.runs[1].series == full.runs[1].series
+
+
+def test_runs_of_one_length_share_a_stride_and_an_uncounted_run_is_read_whole() -> None:
+    first = local_run(losses=[3.0 - i / 100 for i in range(21)])
+    second = local_run(losses=[2.0 - i / 100 for i in range(21)])
+    drawn = run_compare(run_ids=[first.run_id, second.run_id], max_points=10)
+    # 21 steps into 10 points: a stride of 3 (rows 1, 4, ..., 19), then the last, row 21.
+    expected = [10 * row for row in [1, 4, 7, 10, 13, 16, 19, 21]]
+    assert [point.step for point in drawn.runs[0].series] == expected
+    assert [point.step for point in drawn.runs[1].series] == expected
+    # A run whose steps were never counted (metrics_count null) is drawn from every step.
+    TunixRun.objects.filter(pk=second.pk).update(metrics_count=None)
+    drawn = run_compare(run_ids=[first.run_id, second.run_id], max_points=10)
+    assert [point.step for point in drawn.runs[0].series] == expected
+    assert len(drawn.runs[1].series) == 21
+
+
+def test_the_stored_count_is_the_number_of_steps_ingested() -> None:
+    from runs.logs import run_metrics_store
+    from runs.metrics import metrics_summary
+
+    run = TunixRunFactory.create(mode=RunMode.LOCAL, status=RunStatus.RUNNING)
+    series = [
+        {
+            "step": step,
+            "loss": 1.0,
+            "eval_loss": None,
+            "tokens_per_second": None,
+            "elapsed_seconds": None,
+        }
+        for step in (5, 10, 15)
+    ]
+    assert metrics_summary(series)["metrics_count"] == 3
+    run_metrics_store(run_id=run.run_id, rows=series[:2], series=series[:2])
+    run.refresh_from_db()
+    assert (run.metrics_count, run.metrics_steps) == (2, 10)
+    run_metrics_store(run_id=run.run_id, rows=series[2:], series=series)
+    run.refresh_from_db()
+    assert (run.metrics_count, RunMetric.objects.filter(run=run).count()) == (3, 3)

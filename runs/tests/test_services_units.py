@@ -108,6 +108,7 @@ def test_metrics_file_parsing_skips_bad_lines(tmp_path: Path, caplog: Any) -> No
     assert sum("malformed" in r.message for r in caplog.records) == 6
     assert metrics_summary(rows) == {
         "metrics_steps": 2,
+        "metrics_count": 2,
         "final_loss": 2.0,
         "best_eval_loss": 2.2,
         "tokens_per_second": 30.0,
