@@ -33,6 +33,7 @@ def seed() -> list[str]:
     from django.utils import timezone
 
     from evaluations.models import Evaluation, EvaluationItem
+    from runs.metrics import metric_level
     from runs.models import RunMetric
     from runs.tests.factories import TunixRunFactory
 
@@ -51,6 +52,7 @@ def seed() -> list[str]:
                     step=step,
                     loss=3.0 / (1 + step / (100 + 10 * n)),
                     eval_loss=(3.2 / (1 + step / 100)) if step % 100 == 0 else None,
+                    level=metric_level(step - 1),
                 )
                 for step in range(1, STEPS + 1)
             ],

@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from django.db.models import Case, F, IntegerField, Q, Value, When, Window
-from django.db.models.functions import Mod, RowNumber
+from django.db.models import Case, IntegerField, Q, Value, When
 
 from runs.models import RunMetric, TunixRun
 from tunix_registry.actors import with_username
@@ -45,8 +44,9 @@ class RunsNotFound(LookupError):
         super().__init__(f"Run not found: {', '.join(str(run_id) for run_id in self.run_ids)}")
 
 
-@dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):
+    """One logged step of a compared run (a tuple: a drawing reads thousands)."""
+
     step: int
     loss: float
     eval_loss: float | None
@@ -175,8 +175,7 @@ def run_compare(*, run_ids: list[uuid.UUID], max_points: int | None = None) -> C
         raise RunsNotFound(missing)
     from evaluations.comparison import evaluation_comparison
 
-    counts = {run_id: run.metrics_count for run_id, run in by_id.items()}
-    series = _series(run_ids, counts, max_points)
+    series = _series(run_ids, by_id, max_points)
     runs = [by_id[run_id] for run_id in run_ids]
     return Comparison(
         evaluations=evaluation_comparison(run_ids),
@@ -253,53 +252,54 @@ def _same(a: Any, b: Any) -> bool:
 
 def _series(
     run_ids: Sequence[uuid.UUID],
-    counts: Mapping[uuid.UUID, int | None],
+    runs: Mapping[uuid.UUID, TunixRun],
     max_points: int | None = None,
 ) -> dict[uuid.UUID, list[MetricPoint]]:
     """Every run's logged steps, by step: one query for all of them.
 
-    With `max_points`, a run with more steps than that (`counts`: its
-    TunixRun.metrics_count) keeps every k-th one, k the smallest stride that fits,
-    and its last, chosen in the database by each row's number within its run (a
-    window function), so a drawing reads a few thousand rows rather than every step.
-    The strides come from the stored counts, so the database numbers the rows without
-    counting them again.
+    With `max_points`, a run with more steps than that (its stored `metrics_count`)
+    is read at a level (RunMetric.level): its first step and every 2**L-th after it,
+    L the smallest that fits, plus its last step (`metrics_steps`). The database
+    finds those rows by runmetric_run_level_idx, so a drawing reads a few thousand
+    rows whatever the length of the runs.
     """
     rows = RunMetric.objects.filter(run_id__in=run_ids)
-    strides = {run_id: _stride(counts.get(run_id), max_points) for run_id in run_ids}
-    if any(stride > 1 for stride in strides.values()):
-        lasts = {run_id: counts.get(run_id) or 0 for run_id in run_ids}
-        rows = (
-            rows.annotate(
-                row=Window(RowNumber(), partition_by=[F("run_id")], order_by=F("step").asc())
-            )
-            .annotate(kept=Mod(F("row") - Value(1), _per_run(strides), output_field=IntegerField()))
-            .filter(Q(kept=0) | Q(row=_per_run(lasts)))
-        )
-    series: dict[uuid.UUID, list[MetricPoint]] = {}
-    for run_id, step, loss, eval_loss in rows.order_by("run_id", "step").values_list(
-        "run_id", "step", "loss", "eval_loss"
-    ):
-        series.setdefault(run_id, []).append(MetricPoint(step, loss, eval_loss))
-    return series
-
-
-def _stride(count: int | None, max_points: int | None) -> int:
-    """Every how many steps a run of `count` steps keeps one to draw at most `max_points`."""
-    if max_points is None or count is None or count <= max_points:
-        return 1
-    return math.ceil(count / max_points)
-
-
-def _per_run(values: Mapping[uuid.UUID, int]) -> Value | Case:
-    """A number per run: a constant when the runs share it, else a CASE on the run."""
-    distinct = set(values.values())
-    if len(distinct) == 1:
-        return Value(distinct.pop())
-    return Case(
-        *(When(run_id=run_id, then=Value(value)) for run_id, value in values.items()),
+    if max_points is not None:
+        by_level: dict[int, list[uuid.UUID]] = {}
+        for run_id in run_ids:
+            by_level.setdefault(_level(runs[run_id].metrics_count, max_points), []).append(run_id)
+        if set(by_level) != {0}:
+            kept = Q()
+            for level, ids in by_level.items():
+                kept |= Q(run_id__in=ids, level__gte=level)
+            for level, ids in by_level.items():
+                for run_id in ids if level else []:
+                    kept |= Q(run_id=run_id, step=runs[run_id].metrics_steps)
+            rows = rows.filter(kept)
+    # Each row names its run by its position in `run_ids` (a CASE on the rows read), not by
+    # its id: a UUID made and hashed per row cost more than the rest of the read.
+    position = Case(
+        *(When(run_id=run_id, then=Value(i)) for i, run_id in enumerate(run_ids)),
         output_field=IntegerField(),
     )
+    by_position: list[list[MetricPoint]] = [[] for _ in run_ids]
+    for index, step, loss, eval_loss in (
+        rows.annotate(position=position)
+        .order_by("position", "step")
+        .values_list("position", "step", "loss", "eval_loss")
+    ):
+        by_position[index].append(MetricPoint(step, loss, eval_loss))
+    return {run_id: points for run_id, points in zip(run_ids, by_position, strict=True) if points}
+
+
+def _level(count: int | None, max_points: int) -> int:
+    """The smallest level at which a series of `count` steps keeps at most `max_points`."""
+    level = 0
+    if count is None:
+        return level
+    while math.ceil(count / 2**level) > max_points:
+        level += 1
+    return level
 
 
 def _float(value: Any) -> float | None:

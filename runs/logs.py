@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import transaction
 
-from runs.metrics import metrics_summary
+from runs.metrics import metric_rows, metrics_summary
 from runs.models import EXECUTING_STATUSES, RunLogChunk, RunMetric, TunixRun
 from runs.services import _limit_lock_wait
 
@@ -210,7 +210,7 @@ def run_metrics_store(
     with transaction.atomic():
         _limit_lock_wait()
         RunMetric.objects.bulk_create(
-            [RunMetric(run_id=run_id, **row) for row in rows],
+            [RunMetric(run_id=run_id, **row) for row in metric_rows(rows, series)],
             batch_size=1000,
             ignore_conflicts=True,
         )

@@ -21,6 +21,27 @@ METRICS_FILE = "metrics.jsonl"
 MAX_METRIC_ROWS = 100_000
 
 
+# The level of a series' first row: above any other's, so every selection by level keeps it.
+FIRST_LEVEL = 31
+
+
+def metric_level(position: int) -> int:
+    """The level of the row at `position` (from 0, by step) of a run's series.
+
+    The number of trailing zero bits of `position`, and FIRST_LEVEL for the first
+    row: the rows of level L and above are the first and every 2**L-th after it.
+    """
+    if position == 0:
+        return FIRST_LEVEL
+    return (position & -position).bit_length() - 1
+
+
+def metric_rows(rows: list[dict[str, Any]], series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` (some steps of `series`, the whole series by step) with their `level`."""
+    positions = {row["step"]: position for position, row in enumerate(series)}
+    return [{**row, "level": metric_level(positions.get(row["step"], 0))} for row in rows]
+
+
 def _number(value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None

@@ -300,6 +300,10 @@ class RunMetric(models.Model):
     eval_loss = models.FloatField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
     elapsed_seconds = models.FloatField(null=True, blank=True)
+    # The row's level in its run's series (runs.metrics.metric_level): the rows of level
+    # L and above are every 2**L-th step from the first, which a drawing reads through
+    # runmetric_run_level_idx instead of every step (runs.compare).
+    level = models.SmallIntegerField(default=0)
 
     class Meta:
         ordering = ["run", "step"]
@@ -307,6 +311,7 @@ class RunMetric(models.Model):
             # One row per step; also serves a run's series by step (metrics endpoint, chart).
             models.UniqueConstraint(fields=["run", "step"], name="runmetric_run_step_uniq"),
         ]
+        indexes = [models.Index(fields=["run", "level"], name="runmetric_run_level_idx")]
 
     def __str__(self) -> str:
         return f"{self.run_id} step {self.step}: {self.loss}"

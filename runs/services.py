@@ -36,7 +36,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.utils import timezone
 
 from datasets.keys import InvalidDatasetKey, dataset_key_validate
-from runs.metrics import METRICS_FILE, metrics_parse
+from runs.metrics import METRICS_FILE, metric_rows, metrics_parse
 from runs.model_roots import ModelIdRefused, model_id_resolve
 from runs.models import (
     ACTIVE_STATUSES,
@@ -600,7 +600,10 @@ def run_finish(*, run: TunixRun, outcome: RunOutcome, reason: str, actor: Actor)
                 )
                 # Steps shipped while the run trained are stored already.
                 RunMetric.objects.bulk_create(
-                    [RunMetric(run_id=run.pk, **m) for m in outcome.metrics],
+                    [
+                        RunMetric(run_id=run.pk, **m)
+                        for m in metric_rows(outcome.metrics, outcome.metrics)
+                    ],
                     batch_size=1000,
                     ignore_conflicts=True,
                 )

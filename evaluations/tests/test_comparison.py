@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from io import StringIO
@@ -147,6 +148,17 @@ def test_the_api_the_page_and_the_command_show_the_scores(
     assert "0.750" in section and "(+0.500)" in section
     assert section.count('data-testid="compare:disagreement"') == 2
     assert "<script>q1</script>" not in section and "&lt;script&gt;q1&lt;/script&gt;" in section
+    # Each run's cell: its prediction and its score, the prediction escaped and clipped.
+    EvaluationItem.objects.filter(evaluation__run=second, index=3).update(
+        prediction="<b>" + "x" * 200
+    )
+    html = client.get(f"/runs/compare/?runs={ids}").content.decode()
+    row = [r for r in html.split('data-testid="compare:disagreement"') if "&lt;script&gt;q3" in r]
+    cells = re.findall(r'<td class="mono runs-wrap">(.*?)</td>', row[0].split("</tr>")[0])
+    assert cells[2:] == [
+        'wrong <span class="muted">(0.0)</span>',
+        "&lt;b&gt;" + "x" * 156 + '… <span class="muted">(1.0)</span>',
+    ]
 
     out = StringIO()
     call_command("compare_runs", str(first.run_id), str(second.run_id), stdout=out)

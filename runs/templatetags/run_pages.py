@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from django import template
 from django.template import defaultfilters
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 register = template.Library()
 
@@ -147,13 +148,31 @@ class _Frame:
     y_low: float
     y_high: float
 
+    @cached_property
+    def _x_scale(self) -> tuple[float, float]:
+        # x lands at origin + x * factor: one multiplication per point.
+        factor = (WIDTH - MARGIN_LEFT - MARGIN_RIGHT) / (self.x_high - self.x_low)
+        return MARGIN_LEFT - self.x_low * factor, factor
+
+    @cached_property
+    def _y_scale(self) -> tuple[float, float]:
+        factor = (HEIGHT - MARGIN_TOP - MARGIN_BOTTOM) / (self.y_high - self.y_low)
+        return MARGIN_TOP + self.y_high * factor, factor
+
     def sx(self, x: float) -> float:
-        plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-        return round(MARGIN_LEFT + (x - self.x_low) / (self.x_high - self.x_low) * plot_w, 1)
+        origin, factor = self._x_scale
+        return round(origin + x * factor, 1)
 
     def sy(self, y: float) -> float:
-        plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-        return round(MARGIN_TOP + (self.y_high - y) / (self.y_high - self.y_low) * plot_h, 1)
+        origin, factor = self._y_scale
+        return round(origin - y * factor, 1)
+
+    def polyline(self, points: Iterable[tuple[float, float]]) -> str:
+        """The `points` attribute of an SVG polyline through `points`: "x,y x,y ...", each
+        coordinate as `sx` and `sy` place it, in one pass (a drawing has thousands)."""
+        x0, kx = self._x_scale
+        y0, ky = self._y_scale
+        return " ".join(f"{x0 + x * kx:.1f},{y0 - y * ky:.1f}" for x, y in points)
 
     def x_ticks(self) -> list[dict[str, Any]]:
         step = max(1.0, nice_step(self.x_high - self.x_low, 6))
@@ -202,7 +221,7 @@ def loss_chart(metrics: Sequence[MetricRow]) -> dict[str, Any] | None:
     frame = _Frame(x_low, x_high, y_low, y_high)
 
     def polyline(points: Sequence[tuple[float, float]]) -> str:
-        return " ".join(f"{frame.sx(x)},{frame.sy(y)}" for x, y in _thin(points))
+        return frame.polyline(_thin(points))
 
     def dots(points: Sequence[tuple[float, float]]) -> list[dict[str, float]]:
         # Markers only where a line alone would hide them (few points).
@@ -308,7 +327,7 @@ def compare_chart(runs: Sequence[ComparedSeries], log: bool = False) -> dict[str
             {
                 "index": index,
                 "colour": index % COMPARE_COLOURS,
-                "points": " ".join(f"{sx(x)},{sy(y)}" for x, y in _thin(points)),
+                "points": frame.polyline(_thin(points)),
                 "dots": (
                     [{"x": sx(x), "y": sy(y)} for x, y in points] if len(points) <= 30 else []
                 ),
@@ -344,6 +363,28 @@ def clip(value: Any, length: int) -> str:
     if len(text) <= length:
         return text
     return str(defaultfilters.truncatechars(text, length))
+
+
+@register.simple_tag
+def answer_cells(answers: Sequence[Any]) -> str:
+    """The cells of one item the compared runs disagree on, one per run: the run's
+    prediction (clipped to 160 characters) and its score, or — for a run without it.
+
+    Built here rather than by a loop in the template: a comparison lists hundreds of
+    them. Every text is escaped by format_html.
+    """
+    return format_html_join(
+        "",
+        '<td class="mono runs-wrap">{}</td>',
+        ((_answer_cell(answer),) for answer in answers),
+    )
+
+
+def _answer_cell(answer: Any) -> str:
+    if answer is None:
+        return "—"
+    score = "—" if answer.score is None else str(answer.score)
+    return format_html('{} <span class="muted">({})</span>', clip(answer.prediction, 160), score)
 
 
 @register.filter

@@ -21,6 +21,7 @@ from runs.compare import (
     run_compare,
     run_ids_parse,
 )
+from runs.metrics import FIRST_LEVEL, metric_level
 from runs.models import RunMetric, RunMode, RunStatus, TunixRun
 from runs.templatetags.run_pages import compare_chart
 from runs.tests.factories import RunMetricFactory, TunixRunFactory
@@ -68,7 +69,9 @@ def local_run(
         run.config = config
         run.save(update_fields=["config"])
     for n, value in enumerate(losses, start=1):
-        RunMetricFactory.create(run=run, step=10 * n, loss=value, eval_loss=value + 0.1)
+        RunMetricFactory.create(
+            run=run, step=10 * n, loss=value, eval_loss=value + 0.1, level=metric_level(n - 1)
+        )
     return run
 
 
@@ -513,18 +516,19 @@ def test_a_drawing_reads_every_kth_step_of_a_long_run_and_its_last() -> None:
     drawn = run_compare(run_ids=[long.run_id, short.run_id], max_points=10)
     steps = [point.step for point in full.runs[0].series]
     assert len(steps) == 26
-    # 26 steps into about 10 points: a stride of 3 (rows 1, 4, ..., 25), then the last step.
-    assert [point.step for point in drawn.runs[0].series] == [*steps[::3], steps[-1]]
-    assert len(steps[::3]) == 9
+    # 26 steps into at most 10 points: level 2, the first row and every 4th (rows 1, 5, ...,
+    # 25, 7 of them), then the last step.
+    assert [point.step for point in drawn.runs[0].series] == [*steps[::4], steps[-1]]
+    assert len(steps[::4]) == 7
     assert drawn.runs[1].series == full.runs[1].series
 
 
-def test_runs_of_one_length_share_a_stride_and_an_uncounted_run_is_read_whole() -> None:
+def test_runs_of_one_length_share_a_level_and_an_uncounted_run_is_read_whole() -> None:
     first = local_run(losses=[3.0 - i / 100 for i in range(21)])
     second = local_run(losses=[2.0 - i / 100 for i in range(21)])
     drawn = run_compare(run_ids=[first.run_id, second.run_id], max_points=10)
-    # 21 steps into 10 points: a stride of 3 (rows 1, 4, ..., 19), then the last, row 21.
-    expected = [10 * row for row in [1, 4, 7, 10, 13, 16, 19, 21]]
+    # 21 steps into at most 10 points: level 2 (rows 1, 5, 9, 13, 17, 21), the last among them.
+    expected = [10 * row for row in [1, 5, 9, 13, 17, 21]]
     assert [point.step for point in drawn.runs[0].series] == expected
     assert [point.step for point in drawn.runs[1].series] == expected
     # A run whose steps were never counted (metrics_count null) is drawn from every step.
@@ -556,3 +560,15 @@ def test_the_stored_count_is_the_number_of_steps_ingested() -> None:
     run_metrics_store(run_id=run.run_id, rows=series[2:], series=series)
     run.refresh_from_db()
     assert (run.metrics_count, RunMetric.objects.filter(run=run).count()) == (3, 3)
+    # Each row has the level of its position in the series: positions 0, 1 and 2 are the
+    # first, one with no trailing zero bit and one with one.
+    levels = dict(RunMetric.objects.filter(run=run).values_list("step", "level"))
+    assert levels == {5: FIRST_LEVEL, 10: 0, 15: 1}
+
+
+def test_levels_pick_the_first_row_and_every_power_of_two_th() -> None:
+    levels = [metric_level(position) for position in range(9)]
+    assert levels == [FIRST_LEVEL, 0, 1, 0, 2, 0, 1, 0, 3]
+    for level in range(4):
+        kept = [position for position, value in enumerate(levels) if value >= level]
+        assert kept == list(range(0, 9, 2**level))
