@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
-#   1. ruff (lint + format check) and mypy; nginx, PostgreSQL and chromium
-#      installed and a throwaway PostgreSQL cluster started
+#   1. ruff (lint + format check) and mypy (beside the installs); nginx,
+#      PostgreSQL and chromium installed and a throwaway PostgreSQL cluster started
 #   2. two lanes side by side, each a process of its own (the machine has two
 #      cores; the suites spend much of their time waiting on subprocesses):
 #        a. pytest on SQLite, then the API fuzzer (scripts/fuzz.sh:
@@ -37,8 +37,20 @@ step "ruff"
 $bin/ruff check .
 $bin/ruff format --check .
 
-step "mypy"
-$bin/mypy .
+# What an early exit must stop or remove (set as each starts).
+mypy_pid="" mypy_log="" laneb="" laneb_log="" pgdir=""
+cleanup() {
+  if [ -n "$mypy_pid" ]; then kill "$mypy_pid" 2>/dev/null || true; fi
+  if [ -n "$laneb" ]; then kill -- "-$laneb" 2>/dev/null || true; fi
+  if [ -n "$pgdir" ]; then scripts/pg.sh stop "$pgdir" || true; rm -rf "$pgdir"; fi
+  rm -f "$mypy_log" "$laneb_log"
+}
+trap cleanup EXIT
+
+step "mypy (beside the installs below, which mostly wait on the network)"
+mypy_log="$(mktemp "${TMPDIR:-/tmp}/tunix-mypy.XXXXXX")"
+$bin/mypy . >"$mypy_log" 2>&1 &
+mypy_pid=$!
 
 step "nginx (for the front's tests, tunix_registry/tests/test_nginx_front.py)"
 if NGINX_PATH="$(scripts/ensure-nginx.sh)"; then
@@ -51,13 +63,6 @@ step "PostgreSQL (a throwaway cluster)"
 pgdir="$(mktemp -d "${TMPDIR:-/tmp}/tunix-pg.XXXXXX")"
 chmod 755 "$pgdir"
 laneb_log="$(mktemp "${TMPDIR:-/tmp}/tunix-laneb.XXXXXX")"
-laneb=""
-cleanup() {
-  if [ -n "$laneb" ]; then kill -- "-$laneb" 2>/dev/null || true; fi
-  scripts/pg.sh stop "$pgdir" || true
-  rm -rf "$pgdir" "$laneb_log"
-}
-trap cleanup EXIT
 url=""
 if ! url="$(scripts/pg.sh start "$pgdir")"; then
   url=""
@@ -70,6 +75,13 @@ if ! chromium="$(scripts/ensure-chromium.sh)"; then
   chromium=""
   skip "the browser tests (chromium unavailable)"
 fi
+
+step "mypy's result"
+mypy_status=0
+wait "$mypy_pid" || mypy_status=$?
+mypy_pid=""
+cat "$mypy_log"
+if [ "$mypy_status" != 0 ]; then exit "$mypy_status"; fi
 
 # Every pytest run is measured in parallel mode (a data file each), combined
 # for the gate at the end.
