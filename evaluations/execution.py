@@ -28,6 +28,7 @@ from datasets.services import write_lines_atomically
 from evaluations.models import Evaluation, EvaluationStatus
 from evaluations.services import EvaluationOutcome, evaluation_finish, evaluation_progress
 from runs.execution import trainer_environment
+from runs.metrics import complete_lines
 from runs.outcomes import log_excerpt
 from runs.outputs import output_dir_absolute
 from runs.processes import process_group_stop, process_start
@@ -100,14 +101,11 @@ class _LineCounter:
 
     def count(self) -> int:
         try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
+            data = complete_lines(self.path, self.offset)
         except FileNotFoundError:
             return self.lines
-        end = data.rfind(b"\n") + 1
-        self.lines += data.count(b"\n", 0, end)
-        self.offset += end
+        self.lines += data.count(b"\n")
+        self.offset += len(data)
         return self.lines
 
 

@@ -265,15 +265,14 @@ def _series(
     """
     rows = RunMetric.objects.filter(run_id__in=run_ids)
     if max_points is not None:
-        by_level: dict[int, list[uuid.UUID]] = {}
-        for run_id in run_ids:
-            by_level.setdefault(_level(runs[run_id].metrics_count, max_points), []).append(run_id)
-        if set(by_level) != {0}:
+        levels = {run_id: _level(runs[run_id].metrics_count, max_points) for run_id in run_ids}
+        if any(levels.values()):
             kept = Q()
-            for level, ids in by_level.items():
+            for level in set(levels.values()):
+                ids = [run_id for run_id, its in levels.items() if its == level]
                 kept |= Q(run_id__in=ids, level__gte=level)
-            for level, ids in by_level.items():
-                for run_id in ids if level else []:
+            for run_id, level in levels.items():
+                if level:  # a thinned run keeps its last step too
                     kept |= Q(run_id=run_id, step=runs[run_id].metrics_steps)
             rows = rows.filter(kept)
     # Each row names its run by its position in `run_ids` (a CASE on the rows read), not by

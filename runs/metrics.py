@@ -42,6 +42,15 @@ def metric_rows(rows: list[dict[str, Any]], series: list[dict[str, Any]]) -> lis
     return [{**row, "level": metric_level(positions.get(row["step"], 0))} for row in rows]
 
 
+def complete_lines(path: Path, offset: int, *, final: bool = False) -> bytes:
+    """What a process still writing `path` has added after `offset`, up to its last newline
+    (`final`: everything, a last line without its newline included). Raises OSError."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    return data if final else data[: data.rfind(b"\n") + 1]
+
+
 def _number(value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
@@ -75,17 +84,14 @@ class MetricsReader:
         if self._full:
             return []
         try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
+            data = complete_lines(self.path, self.offset, final=final)
         except OSError:
             return []
-        end = len(data) if final else data.rfind(b"\n") + 1
-        if end <= 0:
+        if not data:
             return []
-        self.offset += end
+        self.offset += len(data)
         changed: dict[int, dict[str, Any]] = {}
-        for raw in data[:end].splitlines():
+        for raw in data.splitlines():
             self.line_number += 1
             row = self._row(raw)
             if row is None:

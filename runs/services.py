@@ -65,6 +65,7 @@ from runs.schemas import TunixRunRequest
 from runs.selectors import run_directory, run_log_text
 from runs.training import checkpoint_steps, lora_targets_for, model_family, training_report
 from tunix_registry.actors import REAPER, Actor
+from tunix_registry.fields import queue_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -365,9 +366,7 @@ def run_enqueue(*, request: TunixRunRequest, actor: Actor, queue: str | None = N
 
     queue = queue or settings.TUNIX_DEFAULT_QUEUE
     if queue not in settings.TUNIX_QUEUES or len(queue) > QUEUE_NAME_MAX_LENGTH:
-        raise InvalidRunRequest(
-            "queue", f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
-        )
+        raise InvalidRunRequest("queue", queue_unknown(queue))
     mode = RunMode.DRY_RUN if request.dry_run else RunMode.LOCAL
     run = _new_run(request, mode=mode, status=RunStatus.PENDING, actor=actor)
     run_id = run.run_id

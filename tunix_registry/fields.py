@@ -172,10 +172,15 @@ JSON_OBJECT_SCHEMA: dict[str, Any] = {
 }
 
 
+def queue_unknown(queue: str) -> str:
+    """What a request naming a queue outside TUNIX_QUEUES is told."""
+    return f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}"
+
+
 def queue_check(queue: str | None) -> str | None:
     """`queue` unchanged when null or one of TUNIX_QUEUES; ValueError naming them otherwise."""
     if queue is not None and queue not in settings.TUNIX_QUEUES:
-        raise ValueError(f"Unknown queue {queue!r}; one of: {', '.join(settings.TUNIX_QUEUES)}")
+        raise ValueError(queue_unknown(queue))
     return queue
 
 
