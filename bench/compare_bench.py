@@ -15,10 +15,7 @@ the number of queries. Goal: the page under 150 ms of server time.
 from __future__ import annotations
 
 import os
-import statistics
-import time
 import uuid
-from typing import Any
 
 from bench import harness
 
@@ -92,39 +89,6 @@ def seed() -> list[str]:
     return run_ids
 
 
-def viewer_client() -> Any:
-    """A test client signed in as a viewer (the pages need a signed-in reader)."""
-    from django.contrib.auth import get_user_model
-    from django.test import Client
-
-    from accounts.roles import VIEWER, assign_role
-
-    user = get_user_model().objects.create_user("bench-viewer", password=None)
-    assign_role(user, VIEWER)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def server_time(client: Any, path: str, params: dict[str, str]) -> tuple[float, float, float, int]:
-    """Median and p95 wall ms, median CPU ms of one request, and its number of queries."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    wall, cpu = [], []
-    queries = 0
-    for _ in range(SAMPLES):
-        with CaptureQueriesContext(connection) as captured:
-            started, started_cpu = time.perf_counter(), time.process_time()
-            response = client.get(path, params, SERVER_NAME="localhost")
-            wall.append((time.perf_counter() - started) * 1000)
-            cpu.append((time.process_time() - started_cpu) * 1000)
-        assert response.status_code == 200, response.status_code
-        queries = len(captured.captured_queries)
-    wall.sort()
-    return statistics.median(wall), wall[int(len(wall) * 0.95) - 1], statistics.median(cpu), queries
-
-
 def main() -> None:
     with harness.postgres():
         run_ids = seed()
@@ -133,7 +97,7 @@ def main() -> None:
 
         call_command("collectstatic", interactive=False, verbosity=0)
         runs = ",".join(run_ids)
-        client = viewer_client()
+        client = harness.viewer_client()
         print(
             f"\n{RUNS} runs x {STEPS:,} metric points, {ITEMS} evaluation items each; "
             f"server time, {SAMPLES} requests each, in-process\n"
@@ -147,8 +111,12 @@ def main() -> None:
             params = {"runs": runs}
             if "log" in name:
                 params["scale"] = "log"
-            median, p95, cpu, queries = server_time(client, path, params)
-            print(f"| {name} | {median:.1f} | {p95:.1f} | {cpu:.1f} | {queries} |", flush=True)
+            t = harness.request_times(client, path, params, SAMPLES)
+            print(
+                f"| {name} | {t.median_ms:.1f} | {t.p95_ms:.1f} | {t.cpu_ms:.1f} "
+                f"| {len(t.statements)} |",
+                flush=True,
+            )
         print(f"\n{harness.machine()}")
 
 

@@ -181,6 +181,65 @@ def explain_queryset(queryset: object) -> str:
     return explain(sql, params)
 
 
+def viewer_client(headers: dict[str, str] | None = None) -> Any:
+    """A Django test client signed in as a viewer (every page needs a signed-in reader)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from accounts.roles import VIEWER, assign_role
+
+    users = get_user_model().objects
+    user = users.filter(username="bench-viewer").first() or users.create_user(
+        "bench-viewer", password=None
+    )
+    assign_role(user, VIEWER)
+    client = Client(headers=headers or {})
+    client.force_login(user)
+    return client
+
+
+@dataclass(frozen=True)
+class RequestTimes:
+    """Server time of one request repeated in this process: wall and CPU milliseconds."""
+
+    median_ms: float
+    p95_ms: float
+    cpu_ms: float
+    # The SQL of the last request.
+    statements: list[str]
+
+
+def request_times(client: Any, path: str, params: dict[str, str], samples: int) -> RequestTimes:
+    """GET `path` with `params` `samples` times through Django's test `client`.
+
+    CPU time (this process: view, ORM, template) is what the request costs; wall
+    time also counts waiting for the CPU and for the database, which a busy shared
+    machine inflates.
+    """
+    import statistics
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    wall, cpu = [], []
+    statements: list[str] = []
+    for _ in range(samples):
+        with CaptureQueriesContext(connection) as captured:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            response = client.get(path, params, SERVER_NAME="localhost")
+            wall.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+        statements = [query["sql"] for query in captured.captured_queries]
+    wall.sort()
+    return RequestTimes(
+        median_ms=statistics.median(wall),
+        p95_ms=wall[int(len(wall) * 0.95) - 1],
+        cpu_ms=statistics.median(cpu),
+        statements=statements,
+    )
+
+
 def statements_of(path: str, headers: dict[str, str] | None = None) -> list[str]:
     """The SQL a GET of `path` sends, captured from a real request in this process.
 

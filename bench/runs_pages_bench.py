@@ -18,8 +18,6 @@ metric rows for the run page; VACUUM ANALYZE. Then:
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 from bench import harness
 from bench.seed import seed_runs
@@ -49,34 +47,6 @@ def seed_chart_run() -> str:
     return str(run.run_id)
 
 
-def server_time(path: str, params: dict[str, str]) -> tuple[float, float, float, list[str]]:
-    """Median and p95 wall ms, median CPU ms of one htmx history request, and its SQL.
-
-    CPU time (this process: view, ORM, template) is what the request costs; wall
-    time also counts waiting for the CPU, which a busy shared machine inflates.
-    """
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    client = Client(headers={"HX-Request": "true"})
-    wall, cpu = [], []
-    for _ in range(SAMPLES):
-        with CaptureQueriesContext(connection) as queries:
-            started, started_cpu = time.perf_counter(), time.process_time()
-            response = client.get(path, params, SERVER_NAME="localhost")
-            wall.append((time.perf_counter() - started) * 1000)
-            cpu.append((time.process_time() - started_cpu) * 1000)
-        assert response.status_code == 200, response.status_code
-    wall.sort()
-    return (
-        statistics.median(wall),
-        wall[int(len(wall) * 0.95) - 1],
-        statistics.median(cpu),
-        [q["sql"] for q in queries.captured_queries],
-    )
-
-
 def main() -> None:
     with harness.postgres():
         print(f"seeding {RUNS:,} runs ...", flush=True)
@@ -102,9 +72,14 @@ def main() -> None:
             "| view | median ms | p95 ms | median CPU ms | queries |\n|---|---|---|---|---|",
             flush=True,
         )
+        client = harness.viewer_client({"HX-Request": "true"})
         for name, params in views:
-            median, p95, cpu, sql = server_time("/runs/history/", params)
-            print(f"| {name} | {median:.1f} | {p95:.1f} | {cpu:.1f} | {len(sql)} |", flush=True)
+            t = harness.request_times(client, "/runs/history/", params, SAMPLES)
+            print(
+                f"| {name} | {t.median_ms:.1f} | {t.p95_ms:.1f} | {t.cpu_ms:.1f} "
+                f"| {len(t.statements)} |",
+                flush=True,
+            )
         for name, params in views[:2]:
             query = "&".join(f"{k}={v}" for k, v in params.items())
             harness.print_plans(name, "/runs/history/" + (f"?{query}" if query else ""),
