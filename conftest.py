@@ -42,6 +42,14 @@ def _isolated_data_dir(settings: Any, tmp_path: Path) -> Path:
     return data_dir
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_tokens() -> None:
+    """Each test starts with an empty token cache: its database is rolled back behind it."""
+    from accounts.services import tokens_forget
+
+    tokens_forget()
+
+
 @pytest.fixture
 def data_dir(_isolated_data_dir: Path) -> Path:
     return _isolated_data_dir

@@ -76,17 +76,14 @@ def anonymous_permissions() -> frozenset[str]:
     return frozenset()
 
 
-def identify(request: HttpRequest, permission: str | None = None) -> Any:
-    """The user making `request` (AnonymousUser when nobody); AccessDenied(401) if unusable.
-
-    With `permission`, a bearer token's lookup also answers whether its user holds it.
-    """
+def identify(request: HttpRequest) -> Any:
+    """The user making `request` (AnonymousUser when nobody); AccessDenied(401) if unusable."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
         user = None
         if scheme.lower() == "bearer":
-            user = token_user(secret.strip(), permission=permission)
+            user = token_user(secret.strip())
         if user is None:
             raise AccessDenied(401, "Invalid or revoked token")
         return user
@@ -100,7 +97,7 @@ def identify(request: HttpRequest, permission: str | None = None) -> Any:
 
 def require(request: HttpRequest, permission: str) -> Any:
     """The user making `request` if they hold `permission`; else AccessDenied (401 or 403)."""
-    user = identify(request, permission)
+    user = identify(request)
     if user.is_authenticated:
         if not user.has_perm(permission):
             raise AccessDenied(403, "Permission denied")

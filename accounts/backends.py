@@ -14,16 +14,9 @@ class RoleBackend(ModelBackend):
 
     Django's own backend reads a user's direct permissions and their groups'
     permissions in two queries; every API request checks one permission, so
-    this joins both (the set is cached on the user object for the request),
-    and a permission the token lookup answered is not asked again.
+    this joins both. The set is kept on the user object, which a token's user
+    carries from accounts.services.token_user's cache.
     """
-
-    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
-        # Answered already by the query that found the user's API token.
-        known = getattr(user_obj, "_known_permissions", None)
-        if known is not None and perm in known and obj is None:
-            return bool(known[perm]) and user_obj.is_active
-        return super().has_perm(user_obj, perm, obj)
 
     def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
         if not user_obj.is_active or user_obj.is_anonymous or obj is not None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.core.cache import caches
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ApiToken
@@ -20,6 +20,15 @@ from accounts.roles import assign_role
 
 TOKEN_PREFIX = "tnx_"  # noqa: S105 (a marker, not a secret)
 _PREFIX_SHOWN = 12
+# The cache (settings.CACHES) of tokens looked up: local to each process.
+TOKEN_CACHE = "tokens"  # noqa: S105 (a cache alias, not a secret)
+
+
+class _FoundToken(NamedTuple):
+    token_id: int
+    last_used_at: datetime | None
+    # A user with its permission set read; the cache hands out a fresh copy on each get.
+    user: Any
 
 
 def token_digest(secret: str) -> str:
@@ -55,44 +64,54 @@ def token_revoke(token: ApiToken) -> bool:
     """Revoke a live token; False when it was revoked already."""
     now = timezone.now()
     changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    caches[TOKEN_CACHE].delete(token.digest)
     if changed:
         token.revoked_at = now
     return bool(changed)
 
 
-def token_user(secret: str, *, permission: str | None = None) -> Any | None:
+def token_user(secret: str) -> Any | None:
     """The active user a live token belongs to, or None; notes when the token was used.
 
-    One indexed lookup by digest, the user joined in; with `permission`, the
-    same query also answers whether the user holds it (through a group or
-    directly), and the answer is kept on the user, so that `has_perm` of that
-    permission asks nothing more (accounts.backends.RoleBackend). The
-    last-used time is written at most once per TUNIX_TOKEN_TOUCH_SECONDS, so
-    that reads stay reads.
+    One indexed lookup by digest with the user joined in, then the user's
+    permissions in one more query (accounts.backends.RoleBackend), so that
+    every `has_perm` of the request is answered from memory. What was found is
+    kept in this process for TUNIX_TOKEN_CACHE_SECONDS and then looked up again
+    (docs/decisions.md#api-tokens); a revocation or a change of users, groups or
+    permissions made in this process forgets it at once. The last-used time is
+    written at most once per TUNIX_TOKEN_TOUCH_SECONDS, so that reads stay reads.
     """
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    tokens = ApiToken.objects.select_related("user").filter(
-        digest=token_digest(secret), revoked_at__isnull=True
-    )
-    if permission is not None:
-        app_label, codename = permission.split(".", 1)
-        held = Permission.objects.filter(
-            Q(user=OuterRef("user_id")) | Q(group__user=OuterRef("user_id")),
-            content_type__app_label=app_label,
-            codename=codename,
+    digest = token_digest(secret)
+    lifetime = settings.TUNIX_TOKEN_CACHE_SECONDS
+    cache = caches[TOKEN_CACHE]
+    found: _FoundToken | None = cache.get(digest) if lifetime else None
+    if found is None:
+        token = (
+            ApiToken.objects.select_related("user")
+            .filter(digest=digest, revoked_at__isnull=True)
+            .first()
         )
-        tokens = tokens.annotate(holds_permission=Exists(held))
-    token = tokens.first()
-    if token is None or not token.user.is_active:
-        return None
-    user = token.user
-    if permission is not None:
-        user._known_permissions = {permission: token.holds_permission}  # type: ignore[attr-defined]
+        if token is None or not token.user.is_active:
+            return None
+        # Fills the user's permission cache (RoleBackend's `_perm_cache`).
+        token.user.get_all_permissions()
+        found = _FoundToken(token.pk, token.last_used_at, token.user)
+        if lifetime:
+            cache.set(digest, found, lifetime)
     now = timezone.now()
     touch = timedelta(seconds=settings.TUNIX_TOKEN_TOUCH_SECONDS)
-    if token.last_used_at is None or now - token.last_used_at >= touch:
-        ApiToken.objects.filter(pk=token.pk).filter(
+    if found.last_used_at is None or now - found.last_used_at >= touch:
+        ApiToken.objects.filter(pk=found.token_id).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - touch)
         ).update(last_used_at=now)
-    return user
+        found = found._replace(last_used_at=now)
+        if lifetime:
+            cache.set(digest, found, lifetime)
+    return found.user
+
+
+def tokens_forget(**_: Any) -> None:
+    """Forget every token this process has looked up (a signal receiver as well)."""
+    caches[TOKEN_CACHE].clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -71,7 +72,11 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     if token is None:
         raise Http404("You have no token with this id")
     if services.token_revoke(token):
-        messages.success(request, f"Token “{token.name}” revoked: it no longer authenticates.")
+        messages.success(
+            request,
+            f"Token “{token.name}” revoked: servers refuse it within "
+            f"{settings.TUNIX_TOKEN_CACHE_SECONDS} s.",
+        )
     else:
         messages.info(request, f"Token “{token.name}” was already revoked.")
     return redirect("accounts:profile")

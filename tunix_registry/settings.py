@@ -198,6 +198,19 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 TUNIX_ANONYMOUS_ACCESS = env_choice("TUNIX_ANONYMOUS_ACCESS", "none", ("none", "read", "write"))
 # How often a token's last-used time is written (at most once per this many seconds).
 TUNIX_TOKEN_TOUCH_SECONDS = env_int("TUNIX_TOKEN_TOUCH_SECONDS", 60, minimum=0, maximum=86400)
+# How long a server process keeps a token it looked up (its user, their
+# permissions) before asking the database again; 0 asks on every request
+# (docs/decisions.md#api-tokens).
+TUNIX_TOKEN_CACHE_SECONDS = env_int("TUNIX_TOKEN_CACHE_SECONDS", 2, minimum=0, maximum=300)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # accounts.services.token_user: one entry per token in use, in each process.
+    "tokens": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "tokens",
+        "OPTIONS": {"MAX_ENTRIES": 10000},
+    },
+}
 
 # --- Security -------------------------------------------------------------
 # HTTPS is off by default so that a checkout answers on plain HTTP; the

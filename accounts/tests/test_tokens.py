@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser, Group, Permission
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.roles import (
@@ -137,16 +139,19 @@ def test_token_user_refuses_anything_but_the_exact_secret(
 def test_token_user_refuses_revoked_tokens_and_inactive_or_deleted_users(
     user_factory: Callable[..., Any],
 ) -> None:
+    # Each token is looked up once first, so that its answer is in the
+    # process's cache: the change must be seen all the same.
     revoked = token_issue(user_factory(), "revoked")
+    assert token_user(revoked.secret) is not None
     token_revoke(revoked.token)
     assert token_user(revoked.secret) is None
 
     dormant_user = user_factory()
     dormant = token_issue(dormant_user, "dormant")
+    assert token_user(dormant.secret) == dormant_user
     dormant_user.is_active = False
     dormant_user.save(update_fields=["is_active"])
     assert token_user(dormant.secret) is None
-    assert ApiToken.objects.get(pk=dormant.token.pk).last_used_at is None
     # Active again: the same token works again (it was never revoked).
     dormant_user.is_active = True
     dormant_user.save(update_fields=["is_active"])
@@ -154,26 +159,72 @@ def test_token_user_refuses_revoked_tokens_and_inactive_or_deleted_users(
 
     gone_user = user_factory()
     gone = token_issue(gone_user, "gone")
+    assert token_user(gone.secret) == gone_user
     gone_user.delete()
     assert not ApiToken.objects.filter(pk=gone.token.pk).exists()
     assert token_user(gone.secret) is None
 
 
-def test_token_user_is_one_query_when_the_use_was_noted_recently(
+def test_an_inactive_users_token_is_refused_before_its_use_is_noted(
+    user_factory: Callable[..., Any],
+) -> None:
+    user = user_factory(is_active=False)
+    issued = token_issue(user, "dormant")
+    assert token_user(issued.secret) is None
+    assert ApiToken.objects.get(pk=issued.token.pk).last_used_at is None
+
+
+def test_a_token_in_use_is_answered_from_memory_with_its_permissions(
     user_factory: Callable[..., Any], settings: Any
 ) -> None:
     settings.TUNIX_TOKEN_TOUCH_SECONDS = 3600
-    issued = token_issue(user_factory(), "fast")
+    issued = token_issue(user_factory(VIEWER), "fast")
     with CaptureQueriesContext(connection) as first:
         token_user(issued.secret)
     with CaptureQueriesContext(connection) as later:
         user = token_user(issued.secret)
-    assert len(first) == 2  # the lookup, and noting the first use
-    assert len(later) == 1  # the lookup, the user joined in
-    assert user is not None
-    with CaptureQueriesContext(connection) as attribute:
-        assert user.username  # already loaded
-    assert len(attribute) == 0
+        assert user is not None
+        assert user.username
+        assert user.has_perm(VIEW_TRACES)
+        assert not user.has_perm("traces.add_trace")
+    # The lookup (the user joined in), the user's permissions, noting the first use.
+    assert len(first) == 3
+    assert len(later) == 0
+    # Each lookup hands out its own user object: one request's changes stay its own.
+    assert token_user(issued.secret) is not user
+
+    settings.TUNIX_TOKEN_CACHE_SECONDS = 0
+    with CaptureQueriesContext(connection) as uncached:
+        assert token_user(issued.secret) == user
+    assert len(uncached) == 2
+
+
+def test_a_role_changed_in_this_process_applies_to_the_next_lookup(
+    user_factory: Callable[..., Any],
+) -> None:
+    user = user_factory(VIEWER)
+    issued = token_issue(user, "promoted")
+    assert not token_user(issued.secret).has_perm("runs.add_tunixrun")
+    assign_role(user, LAUNCHER)
+    assert token_user(issued.secret).has_perm("runs.add_tunixrun")
+    Group.objects.get(name=LAUNCHER).permissions.remove(
+        Permission.objects.get(content_type__app_label="runs", codename="add_tunixrun")
+    )
+    assert not token_user(issued.secret).has_perm("runs.add_tunixrun")
+
+
+def test_a_revocation_made_by_another_process_is_seen_within_the_cache_lifetime(
+    user_factory: Callable[..., Any], settings: Any
+) -> None:
+    """Another server process revokes through the database; this one learns of it on expiry."""
+    settings.TUNIX_TOKEN_CACHE_SECONDS = 1
+    issued = token_issue(user_factory(), "elsewhere")
+    assert token_user(issued.secret) is not None
+    # As another process would: a write this process sends no signal for.
+    ApiToken.objects.filter(pk=issued.token.pk).update(revoked_at=timezone.now())
+    assert token_user(issued.secret) is not None  # still within the lifetime
+    time.sleep(1.2)
+    assert token_user(issued.secret) is None
 
 
 # --- Users and roles ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.management.users import user_named
@@ -12,7 +13,10 @@ from accounts.services import token_revoke
 
 
 class Command(BaseCommand):
-    help = "Revoke a user's live API token by name; it is refused from the next request on."
+    help = (
+        "Revoke a user's live API token by name; servers refuse it within "
+        "TUNIX_TOKEN_CACHE_SECONDS (2 by default)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
@@ -24,4 +28,7 @@ class Command(BaseCommand):
         token = live_token(user, name)
         if token is None or not token_revoke(token):
             raise CommandError(f"User '{user.username}' has no live token named '{name}'.")
-        self.stdout.write(f"Revoked token '{name}' of {user.username} ({token.prefix}…).")
+        self.stdout.write(
+            f"Revoked token '{name}' of {user.username} ({token.prefix}…); servers refuse it "
+            f"within {settings.TUNIX_TOKEN_CACHE_SECONDS} s."
+        )
