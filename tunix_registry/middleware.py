@@ -13,6 +13,10 @@ request under /api/, whatever answers it:
   method the path does not allow, an exception outside a handler) is JSON
   `{"detail": ...}` too, never an HTML page.
 
+`StaticPolicyCSPMiddleware` is django-csp's middleware with its header built
+once per process instead of twice per response, since this project's policy
+is the same for every response.
+
 The other classes are Django's own middleware that /api/ does not need,
 skipped for it (subclasses, so that checks such as the admin's still find
 them): the API keeps sessions, authentication and CSRF for browser sessions,
@@ -26,13 +30,19 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from functools import cache
 from http import HTTPStatus
 from typing import Any
 
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
+from csp.utils import build_policy
 from django.conf import settings
 from django.contrib.messages.middleware import MessageMiddleware
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.test.signals import setting_changed
 from django_htmx.middleware import HtmxMiddleware
 
 from accounts.access import SAFE_METHODS
@@ -171,3 +181,69 @@ class HtmxOutsideApiMiddleware(HtmxMiddleware):
         if is_api(request):
             return self.get_response(request)
         return super().__call__(request)
+
+
+# What a view or decorator of django-csp leaves on a response or request to
+# change the policy for it (csp.decorators, `request.csp_nonce`).
+_PER_RESPONSE_POLICY = (
+    "_csp_config", "_csp_update", "_csp_replace",
+    "_csp_config_ro", "_csp_update_ro", "_csp_replace_ro",
+)  # fmt: skip
+
+
+@cache
+def _static_policies() -> tuple[str, str]:
+    """The Content-Security-Policy header and its report-only twin, as settings give them."""
+    return build_policy(), build_policy(report_only=True)
+
+
+@receiver(setting_changed)
+def _forget_policies(*, setting: str, **_: Any) -> None:
+    if setting.startswith("CONTENT_SECURITY_POLICY"):
+        _static_policies.cache_clear()
+
+
+class StaticPolicyCSPMiddleware(CSPMiddleware):
+    """django-csp's middleware with the settings' policy built once, not per response.
+
+    Building the header from the settings costs about 0.15 ms, twice per response
+    (the policy and its report-only twin): a fifth of a cheap API answer such as a
+    304. A response whose view changed its policy, or a request that used a
+    nonce, is handled by django-csp itself, exactly as before.
+    """
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        if (
+            settings.DEBUG
+            or getattr(request, "_csp_nonce", None) is not None
+            or any(hasattr(response, name) for name in _PER_RESPONSE_POLICY)
+        ):
+            return super().process_response(request, response)
+        exclude = tuple((settings.CONTENT_SECURITY_POLICY or {}).get("EXCLUDE_URL_PREFIXES") or ())
+        exclude_ro = tuple(
+            (getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None) or {}).get(
+                "EXCLUDE_URL_PREFIXES"
+            )
+            or ()
+        )
+        policy, report_only = _static_policies()
+        path = request.path_info
+        if (
+            policy
+            and HEADER not in response
+            and not getattr(response, "_csp_exempt", False)
+            and not path.startswith(exclude)
+        ):
+            response[HEADER] = policy
+        if (
+            report_only
+            and HEADER_REPORT_ONLY not in response
+            and not getattr(response, "_csp_exempt_ro", False)
+            and not path.startswith(exclude_ro)
+        ):
+            response[HEADER_REPORT_ONLY] = report_only
+        # As django-csp does: a nonce asked for after the header is written is an error.
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
+        return response

@@ -77,7 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "tunix_registry.middleware.ApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the policy built once (it is the same for every response).
+    "tunix_registry.middleware.StaticPolicyCSPMiddleware",
     # ETags of bodies marked for revalidation, and their 304s (tunix_registry/http_cache.py).
     "django.middleware.http.ConditionalGetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

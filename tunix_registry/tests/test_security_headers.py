@@ -5,6 +5,7 @@ See docs/decisions.md#security-headers and docs/operations.md#https-settings.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -27,7 +28,11 @@ POLICY = {
 
 
 def directives(response: Any) -> dict[str, str]:
-    header = response["Content-Security-Policy"]
+    return directives_of({"Content-Security-Policy": response["Content-Security-Policy"]})
+
+
+def directives_of(headers: dict[str, str]) -> dict[str, str]:
+    header = headers["Content-Security-Policy"]
     return dict(part.strip().split(" ", 1) for part in header.split(";"))
 
 
@@ -133,3 +138,76 @@ def test_behind_the_proxy_x_forwarded_proto_means_https(settings: Any) -> None:
     # Without the setting the header is not trusted.
     settings.SECURE_PROXY_SSL_HEADER = None
     assert Client().get("/api/tunix/runs", HTTP_X_FORWARDED_PROTO="https").status_code == 301
+
+
+# --- The policy built once (tunix_registry.middleware.StaticPolicyCSPMiddleware) ---------
+
+CSP_HEADERS = ("Content-Security-Policy", "Content-Security-Policy-Report-Only")
+
+
+def _csp_headers(middleware_class: Any, make_response: Any, *, nonce: bool) -> dict[str, str]:
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/anywhere")
+    response = make_response()
+    middleware = middleware_class(lambda request: response)
+    middleware.process_request(request)
+    if nonce:
+        str(request.csp_nonce)  # type: ignore[attr-defined]
+    answered = middleware.process_response(request, response)
+    return {name: answered[name] for name in CSP_HEADERS if name in answered}
+
+
+def same_as_django_csp(make_response: Any, *, nonce: bool = False) -> dict[str, str]:
+    """The CSP headers our middleware writes, checked equal to django-csp's own middleware's."""
+    from csp.middleware import CSPMiddleware
+
+    from tunix_registry.middleware import StaticPolicyCSPMiddleware
+
+    ours = _csp_headers(StaticPolicyCSPMiddleware, make_response, nonce=nonce)
+    theirs = _csp_headers(CSPMiddleware, make_response, nonce=nonce)
+    if nonce:  # a new nonce each time
+        ours = {k: re.sub(r"'nonce-[^']*'", "'nonce'", v) for k, v in ours.items()}
+        theirs = {k: re.sub(r"'nonce-[^']*'", "'nonce'", v) for k, v in theirs.items()}
+    assert ours == theirs
+    return ours
+
+
+def test_the_policy_built_once_is_django_csps_own_and_follows_the_settings(settings: Any) -> None:
+    from django.http import HttpResponse
+
+    assert directives_of(same_as_django_csp(HttpResponse)) == POLICY
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": {"img-src": ["'self'"]}}
+    changed = same_as_django_csp(HttpResponse)
+    assert changed["Content-Security-Policy"] == "default-src 'none'"
+    assert "img-src 'self'" in changed["Content-Security-Policy-Report-Only"]
+    settings.CONTENT_SECURITY_POLICY = {
+        "DIRECTIVES": {"default-src": ["'self'"]},
+        "EXCLUDE_URL_PREFIXES": ["/any"],
+    }
+    assert "Content-Security-Policy" not in same_as_django_csp(HttpResponse)
+
+
+def test_a_policy_changed_for_one_response_or_a_nonce_is_written_as_django_csp_writes_it(
+    settings: Any,
+) -> None:
+    from csp.constants import NONCE
+    from django.http import HttpResponse
+
+    def updated() -> HttpResponse:
+        response = HttpResponse()
+        response._csp_update = {"img-src": ["https://example.test"]}  # type: ignore[attr-defined]
+        return response
+
+    def exempt() -> HttpResponse:
+        response = HttpResponse()
+        response._csp_exempt = True  # type: ignore[attr-defined]
+        return response
+
+    assert "https://example.test" in same_as_django_csp(updated)["Content-Security-Policy"]
+    assert same_as_django_csp(exempt) == {}
+    own = same_as_django_csp(lambda: HttpResponse(headers={"Content-Security-Policy": "x"}))
+    assert own == {"Content-Security-Policy": "x"}
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"script-src": ["'self'", NONCE]}}
+    assert "'nonce'" in same_as_django_csp(HttpResponse, nonce=True)["Content-Security-Policy"]
