@@ -69,6 +69,8 @@ TRAINER_EPOCHS = int(os.environ.get("BENCH_TRAINER_EPOCHS", "5"))
 DRAIN_RUNS = int(os.environ.get("BENCH_DRAIN_RUNS", "1000"))
 DRAIN_WORKERS = int(os.environ.get("BENCH_DRAIN_WORKERS", "4"))
 SKIP = {s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip()}
+# The launcher's bearer token every request of the bench sends (set by main()).
+AUTH: dict[str, str] = {}
 
 LAUNCH_RATE = 300.0
 LAUNCH_P99_MS = 50.0
@@ -133,7 +135,7 @@ class Http:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **AUTH}
         if data is not None:
             headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
@@ -156,6 +158,15 @@ class Http:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def launcher_token() -> dict[str, str]:
+    """The header of a new launcher's API token, made by the product's services."""
+    from accounts.roles import LAUNCHER
+    from accounts.services import token_issue, user_create
+
+    user = user_create("bench-launcher", password=None, role=LAUNCHER)
+    return {"Authorization": f"Bearer {token_issue(user, 'bench').secret}"}
 
 
 def launch(http: Http, body: dict[str, Any]) -> tuple[str, float]:
@@ -276,7 +287,8 @@ def section_launch(server: harness.Server, key: str) -> None:
         endpoints.append(
             harness.Endpoint(name, "/api/tunix/run?mode=async",
                              f"≥ {LAUNCH_RATE:.0f}/s, p99 < {LAUNCH_P99_MS:.0f} ms",
-                             min_rate=LAUNCH_RATE, method="POST", body=json.dumps(body))
+                             min_rate=LAUNCH_RATE, method="POST", body=json.dumps(body),
+                             headers=dict(AUTH))
         )  # fmt: skip
     http.close()
     calibration = harness.interleaved(server, endpoints, repetitions=REPETITIONS)
@@ -584,6 +596,7 @@ def main() -> None:
         seed_arithmetic(DATASET_TRACES)
         key = seed_dataset(DATASET_TRACES, name="arith")
         harness.analyze()
+        AUTH.update(launcher_token())
         say(f"dataset {key}; {harness.machine()}")
         with harness.gunicorn() as server:
             http = Http(server.base_url)
