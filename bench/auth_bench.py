@@ -1,6 +1,6 @@
 """What authentication costs the hot reads: the same reads with a bearer token and without.
 
-    .venv/bin/python -m bench.auth_bench            # about 12 minutes on 2 cores
+    .venv/bin/python -m bench.auth_bench            # about 15 minutes on 2 cores
 
 Seeds a throwaway PostgreSQL (bench.harness) with BENCH_RUNS runs (100,000)
 and BENCH_TRACES traces (20,000), analyses them, and creates a viewer with an
@@ -16,8 +16,9 @@ TUNIX_ANONYMOUS_ACCESS=read, so that one server answers both kinds of request:
   process looks the token up again every couple of seconds).
 
 For each hot read (run list, run detail, trace list, trace detail, 304 of a
-finished run) the two rounds run back to back, anonymous first, in each of
-BENCH_REPETITIONS repetitions (3), with the harness' calibration view around
+finished run) the two rounds run back to back, anonymous first in the odd
+repetitions and the token first in the even ones, in each of
+BENCH_REPETITIONS repetitions (4 by default), with the harness' calibration view around
 every repetition. Before the rounds it prints every statement a token request
 sends beside an anonymous one, and the CPU of each read with and without the
 token in this process (bench.layers_bench's WSGI handler), and the token
@@ -46,7 +47,7 @@ from bench.seed import seed_runs, seed_traces, vacuum_runs
 
 RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 TRACES = int(os.environ.get("BENCH_TRACES", "20000"))
-REPETITIONS = max(3, int(os.environ.get("BENCH_REPETITIONS", "3")))
+REPETITIONS = max(2, int(os.environ.get("BENCH_REPETITIONS", "4")))
 MAX_COST = float(os.environ.get("BENCH_MAX_COST", "0.10"))
 
 # Before django.setup() (harness.postgres): the in-process checks and the
@@ -216,7 +217,7 @@ def main() -> None:
             connections.close_all()
             print(f"\n{RUNS:,} runs, {TRACES:,} traces; {harness.machine()}\n", flush=True)
             endpoints = [e for pair in pairs for e in (pair.anonymous, pair.token)]
-            harness.interleaved(server, endpoints, repetitions=REPETITIONS)
+            harness.interleaved(server, endpoints, repetitions=REPETITIONS, alternate=True)
         print(f"\n### Authentication: `{command()}`\n")
         print(f"{RUNS:,} runs, {TRACES:,} traces stored; wrk -t{harness.THREADS} "
               f"-c{harness.CONNECTIONS} -d{harness.DURATION}s per round, medians of "

@@ -502,12 +502,19 @@ def _calibrate(server: Server, warmup: int) -> Round:
 
 
 def interleaved(
-    server: Server, endpoints: list[Endpoint], *, repetitions: int, warmup: int = 2
+    server: Server,
+    endpoints: list[Endpoint],
+    *,
+    repetitions: int,
+    warmup: int = 2,
+    alternate: bool = False,
 ) -> list[float]:
     """Measure every endpoint `repetitions` times, a calibration round around each repetition.
 
     The order is calibrate, every endpoint, calibrate, every endpoint, ...,
-    calibrate. A repetition's calibration figure is the mean of the two
+    calibrate; with `alternate`, every second repetition takes the endpoints in
+    reverse order, so that of two endpoints compared with each other neither
+    always runs first. A repetition's calibration figure is the mean of the two
     calibration rounds on either side of it, so slow drift of the machine's
     speed affects both sides of a ratio alike. Returns those figures; each
     endpoint's rounds are in its `results`. Prints every round as it ends.
@@ -518,7 +525,8 @@ def interleaved(
     for repetition in range(1, repetitions + 1):
         print(f"| *repetition {repetition}, load average {os.getloadavg()[0]:.2f}* |||||||||",
               flush=True)  # fmt: skip
-        for endpoint in endpoints:
+        reverse = alternate and repetition % 2 == 0
+        for endpoint in reversed(endpoints) if reverse else endpoints:
             if endpoint.skip:
                 continue
             result = server.wrk(
