@@ -191,6 +191,13 @@ _PER_RESPONSE_POLICY = (
 )  # fmt: skip
 
 
+# Each header django-csp writes: its settings and the attribute that exempts a response.
+_POLICY_HEADERS = (
+    (HEADER, "CONTENT_SECURITY_POLICY", "_csp_exempt"),
+    (HEADER_REPORT_ONLY, "CONTENT_SECURITY_POLICY_REPORT_ONLY", "_csp_exempt_ro"),
+)
+
+
 @cache
 def _static_policies() -> tuple[str, str]:
     """The Content-Security-Policy header and its report-only twin, as settings give them."""
@@ -221,29 +228,18 @@ class StaticPolicyCSPMiddleware(CSPMiddleware):
             or any(hasattr(response, name) for name in _PER_RESPONSE_POLICY)
         ):
             return super().process_response(request, response)
-        exclude = tuple((settings.CONTENT_SECURITY_POLICY or {}).get("EXCLUDE_URL_PREFIXES") or ())
-        exclude_ro = tuple(
-            (getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None) or {}).get(
-                "EXCLUDE_URL_PREFIXES"
-            )
-            or ()
-        )
-        policy, report_only = _static_policies()
         path = request.path_info
-        if (
-            policy
-            and HEADER not in response
-            and not getattr(response, "_csp_exempt", False)
-            and not path.startswith(exclude)
+        for (header, setting, exempt), value in zip(
+            _POLICY_HEADERS, _static_policies(), strict=True
         ):
-            response[HEADER] = policy
-        if (
-            report_only
-            and HEADER_REPORT_ONLY not in response
-            and not getattr(response, "_csp_exempt_ro", False)
-            and not path.startswith(exclude_ro)
-        ):
-            response[HEADER_REPORT_ONLY] = report_only
+            prefixes = (getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES") or ()
+            if (
+                value
+                and header not in response
+                and not getattr(response, exempt, False)
+                and not path.startswith(tuple(prefixes))
+            ):
+                response[header] = value
         # As django-csp does: a nonce asked for after the header is written is an error.
         request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
         return response
