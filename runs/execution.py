@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from datasets.models import Dataset
 from datasets.selectors import dataset_get, dataset_trace_count
 from datasets.services import dataset_write_jsonl
 from runs.artifacts import artifacts_scan
@@ -243,7 +244,7 @@ def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
         "To execute this run, set dry_run=false in the request.\n"
     )
     try:
-        preflight_lines = _dry_run_preflight(run, request)
+        preflight_lines = _dry_run_preflight(run, request, dataset=dataset, existing=count)
     except TrainerError as exc:
         return RunOutcome(
             status=RunStatus.FAILED,
@@ -259,12 +260,15 @@ def _execute_dry_run(run: TunixRun, request: TunixRunRequest) -> RunOutcome:
 DEVICE_MEMORY_LABEL = "the workers' devices (TUNIX_DEVICE_MEMORY_BYTES)"
 
 
-def _dry_run_preflight(run: TunixRun, request: TunixRunRequest) -> list[str]:
+def _dry_run_preflight(
+    run: TunixRun, request: TunixRunRequest, *, dataset: Dataset, existing: int
+) -> list[str]:
     """The trainer's own preflight on what the local run would be given; its report's lines.
 
     The same manifest (as the trainer would parse it, in the trainer's environment) and the
-    dataset's export, read in memory; device memory from TUNIX_DEVICE_MEMORY_BYTES, else this
-    machine's (docs/decisions.md#preflight). Raises the TrainerError the trainer would end with.
+    records of the dataset's export (`existing` of its traces left; runs.dataset_records);
+    device memory from TUNIX_DEVICE_MEMORY_BYTES, else this machine's
+    (docs/decisions.md#preflight). Raises the TrainerError the trainer would end with.
     Imported here: the trainer's modules are needed by dry-runs only.
     """
     import tempfile
@@ -272,8 +276,7 @@ def _dry_run_preflight(run: TunixRun, request: TunixRunRequest) -> list[str]:
 
     import yaml
 
-    from datasets.selectors import dataset_export_lines
-    from runs.trainer.data import records_from_lines
+    from runs.dataset_records import dataset_records
     from runs.trainer.errors import DatasetError
     from runs.trainer.manifest import parse_manifest
     from runs.trainer.preflight import DeviceInfo, host_device, preflight
@@ -281,10 +284,9 @@ def _dry_run_preflight(run: TunixRun, request: TunixRunRequest) -> list[str]:
     text = _manifest_for(run, request, output_dir=str(output_dir_absolute(run.output_dir)))
     environ = trainer_environment()
     try:
-        lines = dataset_export_lines(key=run.dataset_key, fmt="tunix_sft")
+        records = dataset_records(dataset, existing)
     except LookupError:
         raise DatasetError(f"dataset not found: {run.dataset_key}") from None
-    records = records_from_lines(lines)
     if not records:
         raise DatasetError(f"dataset is empty: {run.dataset_key}")
     memory = settings.TUNIX_DEVICE_MEMORY_BYTES

@@ -6,15 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
+from datasets.models import Dataset
 from datasets.selectors import dataset_export_lines
 from datasets.services import dataset_build
 from datasets.tests.factories import dataset_with_traces
+from runs import dataset_records
 from runs.tests.test_preflight import write_checkpoint
 from runs.trainer import data
 from runs.trainer.errors import DatasetError
 from runs.trainer.tokenizer import ByteTokenizer
+from traces.models import Trace
 from traces.tests.factories import TraceFactory
 
 pytestmark = pytest.mark.django_db
@@ -110,3 +115,57 @@ def test_an_unknown_model_fails_the_dry_run_as_it_would_fail_the_run(client: Cli
     assert body["status"] == "failed"
     assert body["stderr"].startswith("unknown model 'no-such-model': use one of tiny-qwen3, ")
     assert body["message"] == "Dry-run failed: preflight: unknown model 'no-such-model'"
+
+
+# --- The dataset's records, remembered while it is unchanged (runs.dataset_records) -----
+
+
+def stored_line_reads(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if '"sft_line"' in q["sql"]]
+
+
+def test_dry_runs_of_an_unchanged_dataset_parse_it_once_and_see_a_deleted_trace(
+    client: Client,
+) -> None:
+    dataset = dataset_with_traces(count=5)
+    with CaptureQueriesContext(connection) as first_queries:
+        first = dry_run(client, max_seq_length=256)
+    with CaptureQueriesContext(connection) as second_queries:
+        second = dry_run(client, max_seq_length=256)
+    assert stored_line_reads(first_queries)
+    assert stored_line_reads(second_queries) == []
+    assert (
+        first["stdout"].partition("\nPreflight:\n")[2]
+        == (second["stdout"].partition("\nPreflight:\n")[2])
+    )
+    assert "- Dataset: 5 examples (5 train / 0 eval)" in second["stdout"]
+
+    # One of its traces deleted: the next dry-run reads the four that are left.
+    member = dataset.members.order_by("position").first()
+    assert member is not None
+    Trace.objects.filter(pk=member.trace_id).delete()
+    with CaptureQueriesContext(connection) as third_queries:
+        third = dry_run(client, max_seq_length=256)
+    assert stored_line_reads(third_queries)
+    assert "- Dataset: 4 examples (4 train / 0 eval)" in third["stdout"]
+
+
+def test_only_a_few_small_datasets_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = [dataset_with_traces(name=f"d{n}", count=2) for n in range(dataset_records.KEPT + 1)]
+
+    def reads(dataset: Dataset) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            records = dataset_records.dataset_records(dataset, 2)
+        assert [record.line for record in records] == [1, 2]
+        return len(stored_line_reads(queries))
+
+    for dataset in datasets:
+        assert reads(dataset) == 1
+    # The first one was let go to keep the last KEPT.
+    assert reads(datasets[0]) == 1
+    assert reads(datasets[-1]) == 0
+    # A dataset longer than MAX_CHARACTERS is read every time.
+    monkeypatch.setattr(dataset_records, "MAX_CHARACTERS", 10)
+    big = dataset_with_traces(name="big", count=2)
+    assert reads(big) == 1
+    assert reads(big) == 1

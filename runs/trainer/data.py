@@ -10,7 +10,7 @@ cheap to test.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +114,7 @@ def encode_example(text: str, tokenizer: TextTokenizer, max_seq_length: int) -> 
 
 
 def encode_records(
-    records: list[Record], tokenizer: TextTokenizer, max_seq_length: int
+    records: Sequence[Record], tokenizer: TextTokenizer, max_seq_length: int
 ) -> list[Example]:
     """Tokenise every record; raise DatasetError for the first over-long one.
 

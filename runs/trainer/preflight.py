@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ class PreflightReport:
 
 def preflight(
     manifest: Any,
-    records: list[data.Record],
+    records: Sequence[data.Record],
     *,
     device: DeviceInfo | None = None,
     hub_offline: bool | None = None,
