@@ -52,9 +52,3 @@ def dataset_records(dataset: Dataset, existing: int) -> tuple[Record, ...]:
             while len(_kept) > KEPT:
                 _kept.popitem(last=False)
     return records
-
-
-def dataset_records_forget() -> None:
-    """Forget every dataset's records (for tests that roll the database back)."""
-    with _lock:
-        _kept.clear()
