@@ -87,6 +87,8 @@ def token_user(secret: str) -> Any | None:
     lifetime = settings.TUNIX_TOKEN_CACHE_SECONDS
     cache = caches[TOKEN_CACHE]
     found: _FoundToken | None = cache.get(digest) if lifetime else None
+    # Whether the cache must be told what was found: a new lookup, or a new last use.
+    changed = found is None
     if found is None:
         token = (
             ApiToken.objects.select_related("user")
@@ -98,8 +100,6 @@ def token_user(secret: str) -> Any | None:
         # Fills the user's permission cache (RoleBackend's `_perm_cache`).
         token.user.get_all_permissions()
         found = _FoundToken(token.pk, token.last_used_at, token.user)
-        if lifetime:
-            cache.set(digest, found, lifetime)
     now = timezone.now()
     touch = timedelta(seconds=settings.TUNIX_TOKEN_TOUCH_SECONDS)
     if found.last_used_at is None or now - found.last_used_at >= touch:
@@ -107,8 +107,9 @@ def token_user(secret: str) -> Any | None:
             Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - touch)
         ).update(last_used_at=now)
         found = found._replace(last_used_at=now)
-        if lifetime:
-            cache.set(digest, found, lifetime)
+        changed = True
+    if changed and lifetime:
+        cache.set(digest, found, lifetime)
     return found.user
 
 
