@@ -166,12 +166,10 @@ def main() -> None:
         from django.db import connections
 
         from accounts.roles import VIEWER
-        from accounts.services import token_issue, user_create
         from runs.models import TunixRun
         from traces.models import Trace
 
-        reader = user_create("bench-reader", password=None, role=VIEWER)
-        bearer = {"Authorization": f"Bearer {token_issue(reader, 'bench').secret}"}
+        bearer = harness.bearer_header("bench-reader", VIEWER)
         ordered = TunixRun.objects.order_by("-created_at", "-run_id")
         finished = ordered.filter(status="completed").values_list("run_id", flat=True)[RUNS // 4]
         trace = Trace.objects.order_by("created_at", "id").values_list("id", flat=True)[TRACES // 2]

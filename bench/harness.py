@@ -198,6 +198,15 @@ def viewer_client(headers: dict[str, str] | None = None) -> Any:
     return client
 
 
+def bearer_header(username: str, role: str) -> dict[str, str]:
+    """The Authorization header of a new API token of a new user with `role`, made by the
+    product's services (every API request needs credentials)."""
+    from accounts.services import token_issue, user_create
+
+    user = user_create(username, password=None, role=role)
+    return {"Authorization": f"Bearer {token_issue(user, 'bench').secret}"}
+
+
 @dataclass(frozen=True)
 class RequestTimes:
     """Server time of one request repeated in this process: wall and CPU milliseconds."""

@@ -160,15 +160,6 @@ class Http:
             self.conn = None
 
 
-def launcher_token() -> dict[str, str]:
-    """The header of a new launcher's API token, made by the product's services."""
-    from accounts.roles import LAUNCHER
-    from accounts.services import token_issue, user_create
-
-    user = user_create("bench-launcher", password=None, role=LAUNCHER)
-    return {"Authorization": f"Bearer {token_issue(user, 'bench').secret}"}
-
-
 def launch(http: Http, body: dict[str, Any]) -> tuple[str, float]:
     """POST ?mode=async; the run id and the wall-clock moment the answer arrived."""
     status, answer = http.request("POST", "/api/tunix/run?mode=async", body)
@@ -596,7 +587,9 @@ def main() -> None:
         seed_arithmetic(DATASET_TRACES)
         key = seed_dataset(DATASET_TRACES, name="arith")
         harness.analyze()
-        AUTH.update(launcher_token())
+        from accounts.roles import LAUNCHER
+
+        AUTH.update(harness.bearer_header("bench-launcher", LAUNCHER))
         say(f"dataset {key}; {harness.machine()}")
         with harness.gunicorn() as server:
             http = Http(server.base_url)
