@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -25,10 +26,27 @@ TOKEN_CACHE = "tokens"  # noqa: S105 (a cache alias, not a secret)
 
 
 class _FoundToken(NamedTuple):
+    """What a lookup found, as plain values: cheap to copy in and out of the cache."""
+
     token_id: int
     last_used_at: datetime | None
-    # A user with its permission set read; the cache hands out a fresh copy on each get.
-    user: Any
+    # The user's concrete field values, in the order _user_model() names them.
+    user_row: tuple[Any, ...]
+    permissions: frozenset[str]
+
+    def user(self) -> Any:
+        """A new user object for one request, its permission set already known."""
+        model, fields = _user_model()
+        user = model.from_db(DEFAULT_DB_ALIAS, fields, self.user_row)
+        user._perm_cache = set(self.permissions)
+        return user
+
+
+@functools.cache
+def _user_model() -> tuple[Any, tuple[str, ...]]:
+    """The user model and the names of its concrete fields (fixed once apps are loaded)."""
+    model = get_user_model()
+    return model, tuple(field.attname for field in model._meta.concrete_fields)
 
 
 def token_digest(secret: str) -> str:
@@ -97,9 +115,14 @@ def token_user(secret: str) -> Any | None:
         )
         if token is None or not token.user.is_active:
             return None
-        # Fills the user's permission cache (RoleBackend's `_perm_cache`).
-        token.user.get_all_permissions()
-        found = _FoundToken(token.pk, token.last_used_at, token.user)
+        user = token.user
+        found = _FoundToken(
+            token.pk,
+            token.last_used_at,
+            tuple(getattr(user, name) for name in _user_model()[1]),
+            # In one query (accounts.backends.RoleBackend).
+            frozenset(user.get_all_permissions()),
+        )
     now = timezone.now()
     touch = timedelta(seconds=settings.TUNIX_TOKEN_TOUCH_SECONDS)
     if found.last_used_at is None or now - found.last_used_at >= touch:
@@ -110,7 +133,7 @@ def token_user(secret: str) -> Any | None:
         changed = True
     if changed and lifetime:
         cache.set(digest, found, lifetime)
-    return found.user
+    return found.user()
 
 
 def tokens_forget(**_: Any) -> None:
