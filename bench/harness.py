@@ -80,6 +80,22 @@ def _cpu_ms(pids: list[int]) -> float:
     return total * 1000.0 / CLK_TCK
 
 
+def process_cpu_ms(pid: int) -> tuple[float, float]:
+    """(own, exited children's) user+system CPU of one process, in milliseconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0, 0.0
+    own = int(fields[11]) + int(fields[12])
+    children = int(fields[13]) + int(fields[14])
+    return own * 1000.0 / CLK_TCK, children * 1000.0 / CLK_TCK
+
+
+def cluster_cpu_ms() -> float:
+    """CPU the benchmark's PostgreSQL has used so far (postmaster, backends, exited ones)."""
+    return _cpu_ms(_cluster_processes())
+
+
 def _rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

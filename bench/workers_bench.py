@@ -25,7 +25,10 @@ trains at full speed). Then, in order:
    BENCH_TRAINER_EPOCHS (5) epochs: through a worker (launched over HTTP) and by hand on the
    same manifest and dataset (a copy of the worker's run directory, the same environment),
    interleaved, BENCH_TRAINER_RUNS (5) each after one uncounted warm-up. Steady steps/s as
-   bench/trainer_bench.py (the first step, which compiles, left out). Goal: < 2 % cost.
+   bench/trainer_bench.py (the first step, which compiles, left out). Goal: < 2 % cost, the
+   median of the rounds' worker / by-hand ratios. Beside it, from /proc: the CPU the worker
+   process itself used during its rounds (supervisor loop, heartbeats, housekeeping thread)
+   and PostgreSQL's extra CPU over a by-hand round, as a share of the trainer's own CPU.
 5. Drain. BENCH_DRAIN_RUNS (1,000) dry-runs queued (run_enqueue), then BENCH_DRAIN_WORKERS (4)
    `run_worker --batch` processes: runs/s from the first claim to the last completion, and
    proof of exactly-once execution (one pending→running event per run, all completed, one
@@ -41,6 +44,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -454,6 +458,8 @@ def section_supervision(server: harness.Server, key: str) -> None:
     hand_root = harness.data_dir().parent / "by-hand"
     worker_rates: list[float] = []
     hand_rates: list[float] = []
+    # Per round: (trainer, worker process, PostgreSQL) CPU milliseconds.
+    cpu: dict[str, list[tuple[float, float, float]]] = {"worker": [], "hand": []}
     http = Http(server.base_url)
     env = {"TUNIX_TRAINER_COMMAND": ""}
     with worker("train-1", env=env) as proc:
@@ -472,28 +478,60 @@ def section_supervision(server: harness.Server, key: str) -> None:
             steps, rate = steady_steps_per_second(directory / METRICS_FILE)
             return steps, rate, directory
 
+        def accounted(which: str, n: int) -> float:
+            """One round's steady steps/s; notes the CPU of trainer, worker and PostgreSQL."""
+            worker_before, trainer_before = harness.process_cpu_ms(proc.pid)
+            hand_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            db_before = harness.cluster_cpu_ms()
+            if which == "worker":
+                _, rate, _ = through_worker()
+            else:
+                _, rate = steady_steps_per_second(by_hand(source, hand_root / str(n)))
+            db = harness.cluster_cpu_ms() - db_before
+            worker_after, trainer_after = harness.process_cpu_ms(proc.pid)
+            hand_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if which == "worker":
+                trainer = trainer_after - trainer_before
+            else:
+                trainer = 1000 * (
+                    hand_after.ru_utime + hand_after.ru_stime
+                    - hand_before.ru_utime - hand_before.ru_stime
+                )  # fmt: skip
+            cpu[which].append((trainer, worker_after - worker_before, db))
+            return rate
+
         t = time.monotonic()
         steps, rate, source = through_worker()
         say(f"warm-up through the worker: {steps} steps, {rate:.1f} steps/s, "
             f"{time.monotonic() - t:.0f} s wall")  # fmt: skip
-        say("| round | first | worker steps/s | by hand steps/s | load average |")
-        say("|---|---|---|---|---|")
+        say("| round | first | worker steps/s | by hand steps/s | worker / by hand "
+            "| trainer CPU s (worker / by hand) | worker process CPU ms | PostgreSQL CPU ms "
+            "(worker round / by-hand round) | load average |")  # fmt: skip
+        say("|---|---|---|---|---|---|---|---|---|")
         for n in range(1, TRAINER_RUNS + 1):
             order = ("worker", "hand") if n % 2 else ("hand", "worker")
-            got: dict[str, float] = {}
-            for which in order:
-                if which == "worker":
-                    _, got["worker"], _ = through_worker()
-                else:
-                    _, got["hand"] = steady_steps_per_second(by_hand(source, hand_root / str(n)))
+            got = {which: accounted(which, n) for which in order}
             worker_rates.append(got["worker"])
             hand_rates.append(got["hand"])
-            say(f"| {n} | {order[0]} | {got['worker']:.2f} | {got['hand']:.2f} | {load()} |")
+            (wt, wp, wd), (ht, _, hd) = cpu["worker"][-1], cpu["hand"][-1]
+            say(f"| {n} | {order[0]} | {got['worker']:.2f} | {got['hand']:.2f} "
+                f"| {got['worker'] / got['hand'] * 100:.1f} % | {wt / 1000:.1f} / {ht / 1000:.1f} "
+                f"| {wp:.0f} | {wd:.0f} / {hd:.0f} | {load()} |")  # fmt: skip
     http.close()
     w, h = statistics.median(worker_rates), statistics.median(hand_rates)
-    cost = 1 - w / h
-    say(f"\nmedians: worker {w:.2f} steps/s, by hand {h:.2f} steps/s, cost {cost * 100:+.1f} % "
-        f"({steps} steps a run); load average {load()}")  # fmt: skip
+    # Each round's pair ran back to back: the median of the pairs' ratios is the cost.
+    paired = statistics.median(a / b for a, b in zip(worker_rates, hand_rates, strict=True))
+    cost = 1 - paired
+    # What supervising took beside the trainer, as a share of the trainer's own CPU: the
+    # worker process (supervisor loop, heartbeats, housekeeping thread) and the extra
+    # PostgreSQL work of a worker round over a by-hand round.
+    overhead = statistics.median(
+        (wp + max(0.0, wd - hd)) / wt
+        for (wt, wp, wd), (_, _, hd) in zip(cpu["worker"], cpu["hand"], strict=True)
+    )
+    say(f"\nmedians: worker {w:.2f} steps/s, by hand {h:.2f} steps/s; median of the rounds' "
+        f"ratios {paired * 100:.1f} %, cost {cost * 100:+.1f} % ({steps} steps a run); "
+        f"supervision CPU {overhead * 100:.2f} % of the trainer's; load {load()}")  # fmt: skip
     # How far apart the by-hand rounds alone are: a cost smaller than that is not resolved.
     spread = (max(hand_rates) - min(hand_rates)) / h
     verdict = "yes" if cost < SUPERVISION_COST else "**no**"
@@ -504,8 +542,9 @@ def section_supervision(server: harness.Server, key: str) -> None:
         f"interleaved, {TRAINER_RUNS} each | < {SUPERVISION_COST * 100:.0f} % | worker "
         f"{w:.2f} steps/s, by hand {h:.2f} steps/s (medians; ranges "
         f"{min(worker_rates):.2f}–{max(worker_rates):.2f} and "
-        f"{min(hand_rates):.2f}–{max(hand_rates):.2f}): {cost * 100:+.1f} % | "
-        f"{verdict} |"
+        f"{min(hand_rates):.2f}–{max(hand_rates):.2f}); median of the rounds' ratios "
+        f"{paired * 100:.1f} %: {cost * 100:+.1f} %; supervision's own CPU (worker process and "
+        f"PostgreSQL) {overhead * 100:.2f} % of the trainer's | {verdict} |"
     )
 
 
