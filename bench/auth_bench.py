@@ -49,6 +49,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 TRACES = int(os.environ.get("BENCH_TRACES", "20000"))
 REPETITIONS = max(2, int(os.environ.get("BENCH_REPETITIONS", "4")))
 MAX_COST = float(os.environ.get("BENCH_MAX_COST", "0.10"))
+# In-process timing: anonymous and token requests measured in turn, this many times each.
+LAYER_ROUNDS = 5
 
 # Before django.setup() (harness.postgres): the in-process checks and the
 # server read the same setting.
@@ -98,12 +100,18 @@ def layers(pairs: list[Pair], secret: str) -> None:
     from accounts.services import token_user, tokens_forget
 
     wsgi = Wsgi()
-    print("\n### CPU per request in this process (ms)\n", flush=True)
+    print(f"\n### CPU per request in this process (ms; medians of {LAYER_ROUNDS} alternating "
+          "rounds, each the best of 5 batches)\n", flush=True)  # fmt: skip
     print("| read | anonymous | token | token adds |\n|---|---|---|---|", flush=True)
     for pair in pairs:
-        anon = wsgi.timed("GET", pair.anonymous.path, headers=pair.anonymous.headers)
-        token = wsgi.timed("GET", pair.token.path, headers=pair.token.headers)
-        print(f"| {pair.name} | {anon:.2f} | {token:.2f} | {token - anon:.2f} |", flush=True)
+        anon: list[float] = []
+        token: list[float] = []
+        for _ in range(LAYER_ROUNDS):
+            anon.append(wsgi.timed("GET", pair.anonymous.path, headers=pair.anonymous.headers))
+            token.append(wsgi.timed("GET", pair.token.path, headers=pair.token.headers))
+        adds = statistics.median(t - a for a, t in zip(anon, token, strict=True))
+        print(f"| {pair.name} | {statistics.median(anon):.3f} | {statistics.median(token):.3f} "
+              f"| {adds:.3f} |", flush=True)  # fmt: skip
     hit = cpu_ms(lambda: token_user(secret))
 
     def miss() -> None:
