@@ -28,7 +28,8 @@ medians, every repetition's ratio, and whether the token costs at most
 BENCH_MAX_COST (10 %) of the requests/s.
 
 Environment: BENCH_RUNS, BENCH_TRACES, BENCH_REPETITIONS, BENCH_DURATION (s
-per round, 15), BENCH_CONNECTIONS (16), BENCH_THREADS (2), BENCH_MAX_COST.
+per round, 15), BENCH_CONNECTIONS (16), BENCH_THREADS (2), BENCH_MAX_COST,
+BENCH_READS (some of runs,run,traces,trace,304: only those).
 Needs wrk.
 """
 
@@ -49,6 +50,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "100000"))
 TRACES = int(os.environ.get("BENCH_TRACES", "20000"))
 REPETITIONS = max(2, int(os.environ.get("BENCH_REPETITIONS", "4")))
 MAX_COST = float(os.environ.get("BENCH_MAX_COST", "0.10"))
+# Which reads to measure (comma-separated among runs, run, traces, trace, 304; all by default).
+ONLY = {r.strip() for r in os.environ.get("BENCH_READS", "").split(",") if r.strip()}
 # In-process timing: anonymous and token requests measured in turn, this many times each.
 LAYER_ROUNDS = 5
 
@@ -181,20 +184,21 @@ def main() -> None:
         ordered = TunixRun.objects.order_by("-created_at", "-run_id")
         finished = ordered.filter(status="completed").values_list("run_id", flat=True)[RUNS // 4]
         trace = Trace.objects.order_by("created_at", "id").values_list("id", flat=True)[TRACES // 2]
-        reads = [
-            ("GET /api/tunix/runs", "/api/tunix/runs"),
-            ("GET /api/tunix/runs/{id}", f"/api/tunix/runs/{finished}"),
-            ("GET /api/traces", "/api/traces"),
-            ("GET /api/traces/{id}", f"/api/traces/{trace}"),
-            ("304 GET /api/tunix/runs/{id} (finished run)", f"/api/tunix/runs/{finished}"),
-        ]
+        every_read = (
+            ("runs", "GET /api/tunix/runs", "/api/tunix/runs"),
+            ("run", "GET /api/tunix/runs/{id}", f"/api/tunix/runs/{finished}"),
+            ("traces", "GET /api/traces", "/api/traces"),
+            ("trace", "GET /api/traces/{id}", f"/api/traces/{trace}"),
+            ("304", "304 GET /api/tunix/runs/{id} (finished run)", f"/api/tunix/runs/{finished}"),
+        )
+        reads = [(key, name, path) for key, name, path in every_read if not ONLY or key in ONLY]
         pairs = [
             Pair(
                 name,
                 harness.Endpoint(f"{name}, anonymous", path, "baseline"),
                 harness.Endpoint(f"{name}, token", path, "token", headers=dict(bearer)),
             )
-            for name, path in reads
+            for _, name, path in reads
         ]
         connections.close_all()
 

@@ -214,6 +214,14 @@ def viewer_client(headers: dict[str, str] | None = None) -> Any:
     return client
 
 
+def session_header() -> dict[str, str]:
+    """The Cookie header of a signed-in viewer's session, for wrk rounds against the pages."""
+    from django.conf import settings
+
+    name = settings.SESSION_COOKIE_NAME
+    return {"Cookie": f"{name}={viewer_client().cookies[name].value}"}
+
+
 def bearer_header(username: str, role: str) -> dict[str, str]:
     """The Authorization header of a new API token of a new user with `role`, made by the
     product's services (every API request needs credentials)."""

@@ -12,12 +12,17 @@ metric rows for the run page; VACUUM ANALYZE. Then:
 2. wrk rounds against gunicorn (2 workers) for the whole pages, between two
    rounds of the calibration view (bench/urls.py): the panel, the panel with
    the history opened (`/?history=1`), a filtered history, a deep page, and a
-   run page with its loss chart.
+   run page with its loss chart. Each request carries a signed-in viewer's
+   session cookie; each page is checked to answer 200 (not a redirect to the
+   login page) before the rounds.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
+from typing import Any
 
 from bench import harness
 from bench.seed import seed_runs
@@ -25,6 +30,21 @@ from bench.seed import seed_runs
 RUNS = int(os.environ.get("BENCH_RUNS", "1000000"))
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
 METRIC_STEPS = 2000
+
+
+def _status(url: str, headers: dict[str, str]) -> int:
+    """The status of a GET, redirects not followed (a 302 to the login page is a failure)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def seed_chart_run() -> str:
@@ -96,9 +116,16 @@ def main() -> None:
               "2 gunicorn workers\n", flush=True)  # fmt: skip
         from django.db import connections
 
+        # Every page needs a signed-in reader: each request carries a viewer's session.
+        cookie = harness.session_header()
         connections.close_all()
-        endpoints = [harness.Endpoint(name, path, "(report)") for name, path in rounds]
+        endpoints = [
+            harness.Endpoint(name, path, "(report)", headers=dict(cookie)) for name, path in rounds
+        ]
         with harness.gunicorn() as server:
+            for endpoint in endpoints:
+                status = _status(server.base_url + endpoint.path, cookie)
+                assert status == 200, f"{endpoint.path} answered {status}, not a page"
             calibration = harness.interleaved(server, endpoints, repetitions=1)
         print("\n" + harness.goal_table(endpoints, calibration), flush=True)
 
