@@ -273,27 +273,36 @@ def request_times(client: Any, path: str, params: dict[str, str], samples: int) 
     )
 
 
-def statements_of(path: str, headers: dict[str, str] | None = None) -> list[str]:
+def statements_of(
+    path: str, headers: dict[str, str] | None = None, *, client: Any = None
+) -> list[str]:
     """The SQL a GET of `path` sends, captured from a real request in this process.
 
     A first request is sent uncaptured, so per-process caches are warm as in a
-    serving worker. Statements come with their parameters interpolated.
+    serving worker. Statements come with their parameters interpolated. `client`
+    (say, viewer_client() for the pages) replaces a client without credentials;
+    the answer must be a 200 or a 304, not a refusal or a redirect to sign in.
     """
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    client = Client(HTTP_HOST="localhost", headers=headers or {})
+    if client is None:
+        client = Client(HTTP_HOST="localhost", headers=headers or {})
     client.get(path)
     with CaptureQueriesContext(connection) as captured:
         response = client.get(path)
-    assert response.status_code < 400, (path, response.status_code, response.content[:300])
+    assert response.status_code in (200, 304), (
+        path, response.status_code, response.content[:300]
+    )  # fmt: skip
     return [query["sql"] for query in captured.captured_queries]
 
 
-def print_plans(title: str, path: str, headers: dict[str, str] | None = None) -> None:
+def print_plans(
+    title: str, path: str, headers: dict[str, str] | None = None, *, client: Any = None
+) -> None:
     """Markdown: every statement a GET of `path` sends, and the EXPLAIN ANALYZE of each SELECT."""
-    statements = statements_of(path, headers)
+    statements = statements_of(path, headers, client=client)
     print(f"\n#### {title}: `GET {path[:90]}`, {len(statements)} statement(s)\n", flush=True)
     for sql in statements:
         print(f"```\n{sql}\n```\n")

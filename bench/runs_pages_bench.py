@@ -103,7 +103,7 @@ def main() -> None:
         for name, params in views[:2]:
             query = "&".join(f"{k}={v}" for k, v in params.items())
             harness.print_plans(name, "/runs/history/" + (f"?{query}" if query else ""),
-                                {"HX-Request": "true"})  # fmt: skip
+                                client=client)  # fmt: skip
 
         rounds = [
             ("GET / (panel, history collapsed)", "/"),

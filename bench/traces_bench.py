@@ -13,6 +13,8 @@
 4. wrk -t2 -c16 -d15s against gunicorn (2 workers, production configuration)
    on PostgreSQL with N traces: single create and batch of 100, interleaved
    with the calibration view, BENCH_REPETITIONS times (3).
+
+Every request carries a launcher's API token, as a script would send it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def run_import(path: Path, env: dict[str, str]) -> tuple[float, float, float]:
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
+# A launcher's bearer token, on every request the bench sends (set by main()).
+AUTH: dict[str, str] = {}
+
+
 def inprocess_cpu_ms(path: str, *, body: str | None = None, n: int = 300) -> float:
     """CPU ms per request served in-process by Django's test client (no HTTP, no wrk).
 
@@ -63,7 +69,7 @@ def inprocess_cpu_ms(path: str, *, body: str | None = None, n: int = 300) -> flo
     """
     from django.test import Client
 
-    client = Client(HTTP_HOST="localhost")
+    client = Client(HTTP_HOST="localhost", headers=AUTH)
 
     def once() -> int:
         if body is None:
@@ -141,10 +147,13 @@ def run_all(work: Path, count: int) -> None:
         )
         print(import_table, flush=True)
 
+        from accounts.roles import LAUNCHER
+
+        AUTH.update(harness.bearer_header("bench-writer", LAUNCHER))
         trace_id = Trace.objects.order_by("created_at").values_list("id", flat=True)[count // 2]
-        harness.print_plans("first page", "/api/traces?limit=20")
-        harness.print_plans("offset 5000", "/api/traces?limit=20&offset=5000")
-        harness.print_plans("one trace", f"/api/traces/{trace_id}")
+        harness.print_plans("first page", "/api/traces?limit=20", AUTH)
+        harness.print_plans("offset 5000", "/api/traces?limit=20&offset=5000", AUTH)
+        harness.print_plans("one trace", f"/api/traces/{trace_id}", AUTH)
 
         one = json.dumps(next(payloads(1, seed=99)))
         batch = json.dumps(list(payloads(100, seed=98)))
@@ -165,10 +174,10 @@ def run_all(work: Path, count: int) -> None:
         connections.close_all()
         endpoints = [
             harness.Endpoint("POST /api/traces", "/api/traces", "≥ 766/s",
-                             min_rate=766, method="POST", body=one),
+                             min_rate=766, method="POST", body=one, headers=dict(AUTH)),
             harness.Endpoint("POST /api/traces/batch (100 traces)", "/api/traces/batch",
                              "≥ 126/s", min_rate=126, method="POST",
-                             body=batch),
+                             body=batch, headers=dict(AUTH)),
         ]  # fmt: skip
         with harness.gunicorn() as server:
             # Let both workers finish booting (on a loaded machine that takes
