@@ -199,9 +199,15 @@ _POLICY_HEADERS = (
 
 
 @cache
-def _static_policies() -> tuple[str, str]:
-    """The Content-Security-Policy header and its report-only twin, as settings give them."""
-    return build_policy(), build_policy(report_only=True)
+def _static_policies() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per entry of _POLICY_HEADERS: its header value and the URL prefixes it leaves out."""
+    return tuple(
+        (
+            build_policy(report_only=header == HEADER_REPORT_ONLY),
+            tuple((getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES") or ()),
+        )
+        for header, setting, _ in _POLICY_HEADERS
+    )
 
 
 @receiver(setting_changed)
@@ -229,15 +235,14 @@ class StaticPolicyCSPMiddleware(CSPMiddleware):
         ):
             return super().process_response(request, response)
         path = request.path_info
-        for (header, setting, exempt), value in zip(
+        for (header, _, exempt), (value, prefixes) in zip(
             _POLICY_HEADERS, _static_policies(), strict=True
         ):
-            prefixes = (getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES") or ()
             if (
                 value
                 and header not in response
                 and not getattr(response, exempt, False)
-                and not path.startswith(tuple(prefixes))
+                and not path.startswith(prefixes)
             ):
                 response[header] = value
         # As django-csp does: a nonce asked for after the header is written is an error.
