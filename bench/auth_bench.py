@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
@@ -65,16 +64,6 @@ class Pair:
     name: str
     anonymous: harness.Endpoint
     token: harness.Endpoint
-
-
-def _status(base_url: str, path: str, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(base_url + path, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def _etag(base_url: str, path: str) -> str:
@@ -204,7 +193,7 @@ def main() -> None:
 
         with harness.gunicorn() as server:
             for _ in range(40):  # let both workers finish booting
-                _status(server.base_url, "/api/health", {})
+                harness.status(server.base_url + "/api/health")
             for pair in pairs:
                 if pair.name.startswith("304"):
                     etag = _etag(server.base_url, pair.anonymous.path)
@@ -213,13 +202,13 @@ def main() -> None:
                     pair.token.headers = {**bearer, "If-None-Match": etag}
                 expected = 304 if pair.name.startswith("304") else 200
                 for endpoint in (pair.anonymous, pair.token):
-                    status = _status(server.base_url, endpoint.path, endpoint.headers or {})
+                    status = harness.status(server.base_url + endpoint.path, endpoint.headers)
                     assert status == expected, (endpoint.name, status)
                 no_credentials = {
                     k: v for k, v in (pair.token.headers or {}).items() if k != "Authorization"
                 }
-                assert _status(
-                    server.base_url, pair.token.path,
+                assert harness.status(
+                    server.base_url + pair.token.path,
                     {**no_credentials, "Authorization": "Bearer tnx_not-a-token"},
                 ) == 401, "a bad token must be refused"  # fmt: skip
             print_statements(pairs)

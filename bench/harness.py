@@ -43,6 +43,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,22 +68,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _cpu_ms(pids: list[int]) -> float:
-    """User+system CPU of the given processes and their exited children, in milliseconds."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        # utime, stime, and cutime, cstime: the CPU of children that have exited
-        # (PostgreSQL's parallel and autovacuum workers come and go within a round).
-        total += sum(int(value) for value in fields[11:15])
-    return total * 1000.0 / CLK_TCK
-
-
 def process_cpu_ms(pid: int) -> tuple[float, float]:
-    """(own, exited children's) user+system CPU of one process, in milliseconds."""
+    """(own, exited children's) user+system CPU of one process, in milliseconds (0 if gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError, IndexError):
@@ -89,6 +77,13 @@ def process_cpu_ms(pid: int) -> tuple[float, float]:
     own = int(fields[11]) + int(fields[12])
     children = int(fields[13]) + int(fields[14])
     return own * 1000.0 / CLK_TCK, children * 1000.0 / CLK_TCK
+
+
+def _cpu_ms(pids: list[int]) -> float:
+    """User+system CPU of the given processes and their exited children, in milliseconds."""
+    # With the exited children's: PostgreSQL's parallel and autovacuum workers come
+    # and go within a round.
+    return sum(sum(process_cpu_ms(pid)) for pid in pids)
 
 
 def cluster_cpu_ms() -> float:
@@ -212,6 +207,22 @@ def viewer_client(headers: dict[str, str] | None = None) -> Any:
     client = Client(headers=headers or {})
     client.force_login(user)
     return client
+
+
+def status(url: str, headers: dict[str, str] | None = None) -> int:
+    """The status of a GET of `url`, redirects not followed (a 302 to sign in is a 302)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def session_header() -> dict[str, str]:

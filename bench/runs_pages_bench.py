@@ -20,9 +20,6 @@ metric rows for the run page; VACUUM ANALYZE. Then:
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
-from typing import Any
 
 from bench import harness
 from bench.seed import seed_runs
@@ -30,21 +27,6 @@ from bench.seed import seed_runs
 RUNS = int(os.environ.get("BENCH_RUNS", "1000000"))
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
 METRIC_STEPS = 2000
-
-
-def _status(url: str, headers: dict[str, str]) -> int:
-    """The status of a GET, redirects not followed (a 302 to the login page is a failure)."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def seed_chart_run() -> str:
@@ -124,7 +106,7 @@ def main() -> None:
         ]
         with harness.gunicorn() as server:
             for endpoint in endpoints:
-                status = _status(server.base_url + endpoint.path, cookie)
+                status = harness.status(server.base_url + endpoint.path, cookie)
                 assert status == 200, f"{endpoint.path} answered {status}, not a page"
             calibration = harness.interleaved(server, endpoints, repetitions=1)
         print("\n" + harness.goal_table(endpoints, calibration), flush=True)
