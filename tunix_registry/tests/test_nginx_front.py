@@ -538,10 +538,10 @@ def test_the_log_stream_passes_each_event_as_it_comes(front: Front) -> None:
         conn.close()
 
 
-def test_at_most_four_log_streams_at_once_and_the_rest_still_answers(front: Front) -> None:
+def test_at_most_three_log_streams_at_once_and_every_worker_still_answers(front: Front) -> None:
     streams = []
     try:
-        for _ in range(4):
+        for _ in range(3):
             conn, response = open_stream(front)
             streams.append(conn)
             assert response.status == 200
@@ -550,9 +550,12 @@ def test_at_most_four_log_streams_at_once_and_the_rest_still_answers(front: Fron
         streams.append(conn)
         assert response.status == 429
         assert json.loads(response.read()) == {"detail": "Too many requests: retry later"}
-        # JSON polls of the same log are no streams, and are not counted.
-        poll = get(front, f"/api/tunix/runs/{front.run_id}/logs")
-        assert (poll.status, poll.json()["status"]) == (200, "running")
+        # JSON polls of the same log are no streams, and are not counted. nginx passes
+        # them on its idle or new connections to gunicorn, which reach either worker:
+        # even a worker holding every stream keeps a thread for them.
+        for _ in range(8):
+            poll = get(front, f"/api/tunix/runs/{front.run_id}/logs")
+            assert (poll.status, poll.json()["status"]) == (200, "running")
         assert get(front, "/api/health").status == 200
     finally:
         for conn in streams:
