@@ -35,7 +35,7 @@ from tunix_registry.fields import (
 )
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
-from tunix_registry.schemas import ErrorOut
+from tunix_registry.schemas import ApiModel, ErrorOut
 from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["datasets"], auth=Access(VIEW_DATASETS))
@@ -52,7 +52,7 @@ NDJSON = "application/x-ndjson"
 STREAM_CHUNK_CHARS = 64 * 1024
 
 
-class DatasetBuildIn(Schema):
+class DatasetBuildIn(ApiModel):
     # A random selection needs a seed (else 422 from the service); the schema says so.
     model_config = {
         "json_schema_extra": {
@@ -138,12 +138,12 @@ class DatasetSummaryOut(Schema):
         return utc_iso(obj.created_at)
 
 
-class DatasetListOut(Schema):
+class DatasetListOut(ApiModel):
     data: list[DatasetSummaryOut]
     pagination: PaginationOut
 
 
-class DatasetStatsOut(Schema):
+class DatasetStatsOut(ApiModel):
     trace_count: int
     avg_step_count: float
     min_step_count: int
@@ -151,7 +151,7 @@ class DatasetStatsOut(Schema):
     avg_total_chars: float
 
 
-class DatasetManifestOut(Schema):
+class DatasetManifestOut(ApiModel):
     dataset_key: str
     build_id: uuid.UUID
     dataset_name: str
@@ -226,7 +226,7 @@ def dataset_list(
     return {"data": items, "pagination": pagination}
 
 
-class ExportQuery(Schema):
+class ExportQuery(ApiModel):
     # Checked by the handler (its own 422 message); the schema lists the values.
     format: str = Field("trace", json_schema_extra={"enum": list(FORMATS)})
 

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router
 from ninja.errors import HttpError, ValidationError
 
 from accounts.access import Access, acting_user
@@ -40,12 +40,12 @@ from tunix_registry.http_cache import (
     permanent_etag,
 )
 from tunix_registry.pagination import check_page
-from tunix_registry.schemas import ErrorOut
+from tunix_registry.schemas import ApiModel, ErrorOut
 
 router = Router(tags=["evaluations"], auth=Access(VIEW_RUNS))
 
 
-class ListQuery(Schema):
+class ListQuery(ApiModel):
     limit: PageLimit = 20
     cursor: Text | None = Field(None, max_length=512)
 
@@ -137,7 +137,7 @@ def evaluation_detail(
     return evaluation
 
 
-class ItemsQuery(Schema):
+class ItemsQuery(ApiModel):
     limit: PageLimit = 100
     cursor: Text | None = Field(None, max_length=512)
 
@@ -181,7 +181,7 @@ def evaluation_cancel(request: HttpRequest, evaluation_id: uuid.UUID) -> dict[st
 _METRIC_ENUM: dict[str, Any] = {"enum": sorted(METRICS)}
 
 
-class LeaderboardQuery(Schema):
+class LeaderboardQuery(ApiModel):
     limit: PageLimit = 20
     offset: PageOffset = 0
     # Any other name is a 422 that names it (the handler checks, the document lists them).

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from ninja import Field, Schema
+from ninja import Field
 from pydantic import AliasChoices, field_validator
 
 from runs.schemas import RunMoment, RunPaginationOut
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue
 from tunix_registry.pagination import PaginationOut
+from tunix_registry.schemas import ApiModel
 
 MetricName = Literal["answer_correctness@v1", "exact_match@v1"]
 DEFAULT_METRICS: list[MetricName] = ["answer_correctness@v1", "exact_match@v1"]
@@ -22,7 +23,7 @@ DEFAULT_METRICS: list[MetricName] = ["answer_correctness@v1", "exact_match@v1"]
 HELD_OUT = "held_out"
 
 
-class GenerationIn(Schema):
+class GenerationIn(ApiModel):
     """How answers are generated (docs/evaluation.md#generation)."""
 
     max_new_tokens: Integer = Field(default=64, ge=1, le=4096)
@@ -32,7 +33,7 @@ class GenerationIn(Schema):
     batch_size: Integer = Field(default=8, ge=1, le=256)
 
 
-class EvaluationRequest(Schema):
+class EvaluationRequest(ApiModel):
     """Body of POST /api/tunix/runs/{run_id}/evaluations; also what `evaluate_run` builds."""
 
     # A dataset key, or "held_out": the part of the run's own dataset its trainer held out.
@@ -58,7 +59,7 @@ class EvaluationRequest(Schema):
         return names
 
 
-class EvaluationScoreOut(Schema):
+class EvaluationScoreOut(ApiModel):
     """A metric's aggregate over the items: the mean with its 95% confidence interval."""
 
     mean: float | None
@@ -67,7 +68,7 @@ class EvaluationScoreOut(Schema):
     ci_high: float | None = None
 
 
-class EvaluationOut(Schema):
+class EvaluationOut(ApiModel):
     evaluation_id: UUID
     run_id: UUID
     baseline: bool
@@ -94,12 +95,12 @@ class EvaluationOut(Schema):
     launched_by: str | None = Field(None, validation_alias=AliasChoices("launched_by_name"))
 
 
-class EvaluationListResponse(Schema):
+class EvaluationListResponse(ApiModel):
     data: list[EvaluationOut]
     pagination: RunPaginationOut
 
 
-class EvaluationItemOut(Schema):
+class EvaluationItemOut(ApiModel):
     index: int
     prompt: str
     expected: str
@@ -107,12 +108,12 @@ class EvaluationItemOut(Schema):
     scores: dict[str, float]
 
 
-class EvaluationItemsResponse(Schema):
+class EvaluationItemsResponse(ApiModel):
     data: list[EvaluationItemOut]
     pagination: RunPaginationOut
 
 
-class EvaluationCancelResponse(Schema):
+class EvaluationCancelResponse(ApiModel):
     message: str
     # `cancelled` (a pending evaluation) or `cancel_requested` (an executing one).
     status: str
@@ -121,7 +122,7 @@ class EvaluationCancelResponse(Schema):
 # --- The leaderboard (evaluations.leaderboard) ---------------------------------------------
 
 
-class LeaderboardConfigOut(Schema):
+class LeaderboardConfigOut(ApiModel):
     """The run's training settings from its config (null where it has none)."""
 
     learning_rate: float | None
@@ -132,7 +133,7 @@ class LeaderboardConfigOut(Schema):
     weights: Literal["lora", "full"]
 
 
-class LeaderboardRunOut(Schema):
+class LeaderboardRunOut(ApiModel):
     run_id: UUID
     model_id: str
     # The dataset the run trained on.
@@ -142,7 +143,7 @@ class LeaderboardRunOut(Schema):
     config: LeaderboardConfigOut
 
 
-class LeaderboardEvaluationOut(Schema):
+class LeaderboardEvaluationOut(ApiModel):
     evaluation_id: UUID
     dataset_key: str
     held_out: bool
@@ -153,7 +154,7 @@ class LeaderboardEvaluationOut(Schema):
     created_at: RunMoment
 
 
-class LeaderboardRowOut(Schema):
+class LeaderboardRowOut(ApiModel):
     # 1 is the best; equal means take consecutive ranks, the newer evaluation first.
     rank: int
     run: LeaderboardRunOut
@@ -163,7 +164,7 @@ class LeaderboardRowOut(Schema):
     gain: float | None
 
 
-class LeaderboardResponse(Schema):
+class LeaderboardResponse(ApiModel):
     metric: MetricName
     data: list[LeaderboardRowOut]
     pagination: PaginationOut

@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Query, Router, Status
 from ninja.errors import HttpError, ValidationError
 
 from accounts.access import Access, acting_user
@@ -61,6 +61,7 @@ from tunix_registry.http_cache import (
     permanent_etag,
 )
 from tunix_registry.pagination import check_page
+from tunix_registry.schemas import ApiModel
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ MAX_SEQ = 2**31 - 1
 LOG_POLL_SECONDS = 1.0
 
 
-class ErrorOut(Schema):
+class ErrorOut(ApiModel):
     detail: Any
 
 
-class RunListQuery(Schema):
+class RunListQuery(ApiModel):
     limit: PageLimit = 20
     offset: PageOffset = 0
     # Filters: an unknown value matches nothing; longer values could not match.
@@ -159,7 +160,7 @@ def sft_manifest(request: HttpRequest, body: TunixManifestRequest) -> Status[dic
     )
 
 
-class RunLaunchQuery(Schema):
+class RunLaunchQuery(ApiModel):
     # "async" queues the run for a worker; absent or any other value executes it
     # in the request, as the original did.
     mode: Text | None = Field(None, max_length=64)
@@ -220,7 +221,7 @@ def run_list(
 _UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
-class RunCompareQuery(Schema):
+class RunCompareQuery(ApiModel):
     # The document shows the canonical list; the handler refuses the rest itself,
     # each problem with its own message (runs.compare), and also takes spaces.
     # Up to nine ids and their commas (332 characters), so that one too many is told
@@ -355,7 +356,7 @@ def run_cancel(request: HttpRequest, run_id: uuid.UUID) -> dict[str, Any]:
 # --- Live logs --------------------------------------------------------------------------
 
 
-class RunLogsQuery(Schema):
+class RunLogsQuery(ApiModel):
     since_seq: int | None = Field(None, ge=0, le=MAX_SEQ)
 
 

@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from ninja import Field, Schema
+from ninja import Field
 from pydantic import AliasChoices, PlainSerializer, WithJsonSchema, field_validator
 
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue, Text
 from tunix_registry.pagination import PaginationOut
+from tunix_registry.schemas import ApiModel
 from tunix_registry.timestamps import utc_iso
 
 # A run's moment as the API writes it: ISO-8601 in UTC ending in +00:00.
@@ -45,7 +46,7 @@ LoraModuleName = Literal[
 LORA_MODULE_NAMES: tuple[str, ...] = get_args(LoraModuleName)
 
 
-class LoraRequest(Schema):
+class LoraRequest(ApiModel):
     """The `lora` object of a launch: train a low-rank adapter instead of every weight."""
 
     rank: Integer = Field(ge=1, le=256)
@@ -66,7 +67,7 @@ class LoraRequest(Schema):
         return names
 
 
-class TunixRunRequest(Schema):
+class TunixRunRequest(ApiModel):
     """Body of POST /api/tunix/run; also what the page form and `tunix_run` build."""
 
     dataset_key: Text = Field(
@@ -98,14 +99,14 @@ class TunixRunRequest(Schema):
     evaluate_on: Text | None = Field(default=None, min_length=1, max_length=256)
 
 
-class RunMetricsSummaryOut(Schema):
+class RunMetricsSummaryOut(ApiModel):
     steps: int
     final_loss: float | None
     best_eval_loss: float | None
     tokens_per_second: float | None
 
 
-class RunPhasesOut(Schema):
+class RunPhasesOut(ApiModel):
     load: float | None = None
     compile: float | None = None
     train: float | None = None
@@ -113,7 +114,7 @@ class RunPhasesOut(Schema):
     save: float | None = None
 
 
-class RunTrainingOut(Schema):
+class RunTrainingOut(ApiModel):
     """What a local run's trainer reported (run_summary.json) and the checkpoints it left."""
 
     parameters: int | None = None
@@ -137,7 +138,7 @@ class RunTrainingOut(Schema):
     restore_seconds: float | None = None
 
 
-class LoraOut(Schema):
+class LoraOut(ApiModel):
     rank: int
     alpha: float
     dropout: float
@@ -145,7 +146,7 @@ class LoraOut(Schema):
     export: str
 
 
-class TunixRunResponse(Schema):
+class TunixRunResponse(ApiModel):
     """A run as POST /api/tunix/run answers it and GET /api/tunix/runs/{id} returns it."""
 
     run_id: UUID
@@ -185,7 +186,7 @@ class TunixRunResponse(Schema):
     evaluate_on: str | None = None
 
 
-class TunixRunListItem(Schema):
+class TunixRunListItem(ApiModel):
     run_id: UUID
     dataset_key: str
     model_id: str
@@ -202,12 +203,12 @@ class RunPaginationOut(PaginationOut):
     next_cursor: str | None = None
 
 
-class TunixRunListResponse(Schema):
+class TunixRunListResponse(ApiModel):
     data: list[TunixRunListItem]
     pagination: RunPaginationOut
 
 
-class RunMetricOut(Schema):
+class RunMetricOut(ApiModel):
     step: int
     loss: float
     eval_loss: float | None
@@ -215,19 +216,19 @@ class RunMetricOut(Schema):
     elapsed_seconds: float | None
 
 
-class RunMetricsResponse(Schema):
+class RunMetricsResponse(ApiModel):
     run_id: UUID
     metrics: list[RunMetricOut]
 
 
-class TunixStatusResponse(Schema):
+class TunixStatusResponse(ApiModel):
     available: bool
     version: str | None
     runtime_required: bool
     message: str
 
 
-class TunixManifestRequest(Schema):
+class TunixManifestRequest(ApiModel):
     dataset_key: Text = Field(
         min_length=1, max_length=256, json_schema_extra={"pattern": DATASET_KEY_PATTERN}
     )
@@ -239,7 +240,7 @@ class TunixManifestRequest(Schema):
     max_seq_length: Integer = Field(default=2048, ge=128, le=32768)
 
 
-class TunixManifestResponse(Schema):
+class TunixManifestResponse(ApiModel):
     manifest_yaml: str
     dataset_key: str
     model_id: str
@@ -247,7 +248,7 @@ class TunixManifestResponse(Schema):
     message: str
 
 
-class TunixExportRequest(Schema):
+class TunixExportRequest(ApiModel):
     # A dataset key, or a non-empty list of trace ids (else 400); the schema says so.
     model_config = {
         "json_schema_extra": {
@@ -275,7 +276,7 @@ class TunixExportRequest(Schema):
 # --- Queued runs: status, cancellation, logs, artifacts -----------------------------------
 
 
-class RunStatusResponse(Schema):
+class RunStatusResponse(ApiModel):
     """GET /api/tunix/runs/{id}/status: a run's state without its output."""
 
     run_id: UUID
@@ -287,13 +288,13 @@ class RunStatusResponse(Schema):
     exit_code: int | None
 
 
-class RunCancelResponse(Schema):
+class RunCancelResponse(ApiModel):
     message: str
     # Additive: `cancelled` (a pending run) or `cancel_requested` (an executing one).
     status: str
 
 
-class RunLogChunkOut(Schema):
+class RunLogChunkOut(ApiModel):
     seq: int
     # stdout, stderr, or marker (what the log cap left out).
     stream: str
@@ -301,7 +302,7 @@ class RunLogChunkOut(Schema):
     created_at: RunMoment
 
 
-class RunLogsResponse(Schema):
+class RunLogsResponse(ApiModel):
     """GET /api/tunix/runs/{id}/logs with `Accept: application/json`."""
 
     run_id: UUID
@@ -311,15 +312,15 @@ class RunLogsResponse(Schema):
     next_seq: int
 
 
-class RunLogHeartbeat(Schema):
+class RunLogHeartbeat(ApiModel):
     seq: int
 
 
-class RunLogStatus(Schema):
+class RunLogStatus(ApiModel):
     status: str
 
 
-class ArtifactOut(Schema):
+class ArtifactOut(ApiModel):
     name: str
     size: int
     # The bare name, as the original returned it.
@@ -328,7 +329,7 @@ class ArtifactOut(Schema):
     sha256: str | None
 
 
-class ArtifactListResponse(Schema):
+class ArtifactListResponse(ApiModel):
     artifacts: list[ArtifactOut]
     # The machine whose disk holds the files (null when the run never executed one).
     host: str | None
@@ -337,13 +338,13 @@ class ArtifactListResponse(Schema):
 # --- Comparison of runs (GET /api/tunix/runs/compare) -------------------------------------
 
 
-class CompareMetricPointOut(Schema):
+class CompareMetricPointOut(ApiModel):
     step: int
     loss: float
     eval_loss: float | None
 
 
-class CompareRunOut(Schema):
+class CompareRunOut(ApiModel):
     """One run of a comparison, built from runs.compare.ComparedRun."""
 
     run_id: UUID
@@ -359,7 +360,7 @@ class CompareRunOut(Schema):
     series: list[CompareMetricPointOut]
 
 
-class CompareConfigRowOut(Schema):
+class CompareConfigRowOut(ApiModel):
     # A flattened configuration key: nested objects as dotted keys (`lora.rank`).
     key: str
     # One value per run, in the order of `runs` (null where the run has no such key).
@@ -367,7 +368,7 @@ class CompareConfigRowOut(Schema):
     differs: bool
 
 
-class CompareScoreOut(Schema):
+class CompareScoreOut(ApiModel):
     metric: str
     # One per run, in the order of `runs` (null: not evaluated on these items).
     means: list[float | None]
@@ -375,12 +376,12 @@ class CompareScoreOut(Schema):
     deltas: list[float | None]
 
 
-class CompareAnswerOut(Schema):
+class CompareAnswerOut(ApiModel):
     prediction: str
     score: float | None
 
 
-class CompareDisagreementOut(Schema):
+class CompareDisagreementOut(ApiModel):
     index: int
     prompt: str
     expected: str
@@ -388,7 +389,7 @@ class CompareDisagreementOut(Schema):
     answers: list[CompareAnswerOut | None]
 
 
-class CompareEvaluationsOut(Schema):
+class CompareEvaluationsOut(ApiModel):
     """The runs' evaluations on one set of items: the one most of them were evaluated on."""
 
     dataset_key: str
@@ -401,7 +402,7 @@ class CompareEvaluationsOut(Schema):
     disagreement_count: int
 
 
-class RunCompareResponse(Schema):
+class RunCompareResponse(ApiModel):
     runs: list[CompareRunOut]
     config: list[CompareConfigRowOut]
     # Null when none of the runs has a completed evaluation of its trained model.

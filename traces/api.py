@@ -36,13 +36,13 @@ from traces.schemas import (
 from tunix_registry.fields import PageLimit, PageOffset
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
-from tunix_registry.schemas import ErrorOut
+from tunix_registry.schemas import ApiModel, ErrorOut
 from tunix_registry.timestamps import utc_iso
 
 router = Router(tags=["traces"], auth=Access(VIEW_TRACES))
 
 
-class TraceCreateOut(Schema):
+class TraceCreateOut(ApiModel):
     id: uuid.UUID
     created_at: datetime
     trace_version: str
@@ -52,12 +52,13 @@ class TraceCreateOut(Schema):
         return utc_iso(value)
 
 
-class TraceBatchOut(Schema):
+class TraceBatchOut(ApiModel):
     created_count: int
     traces: list[TraceCreateOut]
 
 
-class TraceDetailOut(TraceCreateOut):
+class TraceDetailOut(TraceCreateOut, Schema):
+    # ninja's Schema for its resolver (tunix_registry.schemas.ApiModel says why).
     payload: dict[str, Any]
     # Additive: the creator's username (null: anonymous, or created before the field).
     created_by: str | None = None
@@ -67,7 +68,7 @@ class TraceDetailOut(TraceCreateOut):
         return obj.created_by_name if isinstance(obj, Trace) else obj.get("created_by")
 
 
-class TraceListOut(Schema):
+class TraceListOut(ApiModel):
     data: list[TraceCreateOut]
     pagination: PaginationOut
 
@@ -76,12 +77,12 @@ class TraceWithScoreOut(TraceDetailOut):
     score: float
 
 
-class CompareOut(Schema):
+class CompareOut(ApiModel):
     base: TraceWithScoreOut
     other: TraceWithScoreOut
 
 
-class ScoreDetailsOut(Schema):
+class ScoreDetailsOut(ApiModel):
     step_count: int
     avg_step_length: float
     total_chars: int
@@ -95,7 +96,7 @@ class ScoreDetailsOut(Schema):
         return utc_iso(value)
 
 
-class ScoreOut(Schema):
+class ScoreOut(ApiModel):
     trace_id: uuid.UUID
     score: float
     details: ScoreDetailsOut

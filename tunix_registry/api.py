@@ -27,7 +27,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema, Status
+from ninja import NinjaAPI, Status
 from ninja.errors import ValidationError, ValidationErrorContext
 from ninja.openapi.schema import OpenAPISchema
 
@@ -38,7 +38,7 @@ from runs.api import router as runs_router
 from traces.api import router as traces_router
 from tunix_registry.fields import JSON_VALUE_COMPONENT, NO_NUL_MESSAGE, NO_NUL_PATTERN
 from tunix_registry.rendering import ApiRenderer
-from tunix_registry.schemas import ErrorOut
+from tunix_registry.schemas import ApiModel, ErrorOut
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _unhandled(request: HttpRequest, exc: Exception) -> HttpResponse:
     return api.create_response(request, {"detail": "Internal server error"}, status=500)
 
 
-class HealthOut(Schema):
+class HealthOut(ApiModel):
     status: str
     detail: str | None = None
 

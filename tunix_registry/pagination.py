@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from ninja import Schema
 from ninja.errors import HttpError
+
+from tunix_registry.schemas import ApiModel
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -23,7 +24,7 @@ MAX_OFFSET = 1_000_000_000
 T = TypeVar("T")
 
 
-class PaginationOut(Schema):
+class PaginationOut(ApiModel):
     limit: int
     offset: int
     next_offset: int | None
