@@ -12,7 +12,6 @@ command are given.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 
 from django.db.models import Case, IntegerField, Q, Value, When
 
+from runs.metrics import series_level
 from runs.models import RunMetric, TunixRun
 from tunix_registry.actors import with_username
 
@@ -265,7 +265,9 @@ def _series(
     """
     rows = RunMetric.objects.filter(run_id__in=run_ids)
     if max_points is not None:
-        levels = {run_id: _level(runs[run_id].metrics_count, max_points) for run_id in run_ids}
+        levels = {
+            run_id: series_level(runs[run_id].metrics_count, max_points) for run_id in run_ids
+        }
         if any(levels.values()):
             kept = Q()
             for level in set(levels.values()):
@@ -289,16 +291,6 @@ def _series(
     ):
         by_position[index].append(MetricPoint(step, loss, eval_loss))
     return {run_id: points for run_id, points in zip(run_ids, by_position, strict=True) if points}
-
-
-def _level(count: int | None, max_points: int) -> int:
-    """The smallest level at which a series of `count` steps keeps at most `max_points`."""
-    level = 0
-    if count is None:
-        return level
-    while math.ceil(count / 2**level) > max_points:
-        level += 1
-    return level
 
 
 def _float(value: Any) -> float | None:

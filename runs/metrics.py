@@ -36,6 +36,17 @@ def metric_level(position: int) -> int:
     return (position & -position).bit_length() - 1
 
 
+def series_level(count: int | None, max_points: int) -> int:
+    """The smallest level at which a series of `count` steps keeps at most `max_points`
+    (0, every step, when the count is unknown)."""
+    level = 0
+    if count is None:
+        return level
+    while math.ceil(count / 2**level) > max_points:
+        level += 1
+    return level
+
+
 def metric_rows(rows: list[dict[str, Any]], series: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`rows` (some steps of `series`, the whole series by step) with their `level`."""
     positions = {row["step"]: position for position, row in enumerate(series)}

@@ -311,7 +311,16 @@ class RunMetric(models.Model):
             # One row per step; also serves a run's series by step (metrics endpoint, chart).
             models.UniqueConstraint(fields=["run", "step"], name="runmetric_run_step_uniq"),
         ]
-        indexes = [models.Index(fields=["run", "level"], name="runmetric_run_level_idx")]
+        indexes = [
+            models.Index(fields=["run", "level"], name="runmetric_run_level_idx"),
+            # The steps with an eval loss, which a run page's thinned chart keeps all of
+            # (runs.selectors.run_chart_metrics).
+            models.Index(
+                fields=["run", "step"],
+                condition=models.Q(eval_loss__isnull=False),
+                name="runmetric_run_eval_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id} step {self.step}: {self.loss}"

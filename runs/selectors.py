@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Subquery, Sum
 from django.utils import timezone
 
+from runs.metrics import series_level
 from runs.models import (
     TERMINAL_STATUSES,
     RunEvent,
@@ -160,6 +161,26 @@ def run_events(*, run_id: uuid.UUID) -> list[RunEvent]:
 def run_metrics(*, run_id: uuid.UUID) -> list[RunMetric]:
     """A run's logged steps, by step."""
     return list(RunMetric.objects.filter(run_id=run_id).order_by("step"))
+
+
+def run_chart_metrics(*, run: TunixRun, max_points: int) -> list[RunMetric]:
+    """A run's logged steps as its page draws them, by step.
+
+    Every step when the run logged at most `max_points` (or its count is unknown).
+    Beyond that, the rows of the smallest level that keeps at most `max_points`
+    (RunMetric.level: the first step and every 2**L-th after it), every step with an
+    eval loss, and the last step; the database finds them through
+    runmetric_run_level_idx, runmetric_run_eval_idx and the (run, step) key, so a
+    run of 100,000 steps is drawn from a couple of thousand rows.
+    """
+    rows = RunMetric.objects.filter(run_id=run.run_id)
+    level = series_level(run.metrics_count, max_points)
+    if level:
+        kept = Q(level__gte=level) | Q(eval_loss__isnull=False)
+        if run.metrics_steps is not None:
+            kept |= Q(step=run.metrics_steps)
+        rows = rows.filter(kept)
+    return list(rows.order_by("step"))
 
 
 def run_directory(*, run_id: uuid.UUID) -> Path:

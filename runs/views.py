@@ -58,6 +58,7 @@ from runs.runtime import tunix_status
 from runs.selectors import (
     LOG_STREAMS,
     queue_depths,
+    run_chart_metrics,
     run_events,
     run_get,
     run_list,
@@ -65,7 +66,6 @@ from runs.selectors import (
     run_log_path,
     run_log_tail,
     run_log_text,
-    run_metrics,
     run_queue_position,
     run_resumed_by,
     workers_live,
@@ -80,6 +80,7 @@ from runs.services import (
     run_enqueue,
     run_start,
 )
+from runs.templatetags.run_pages import MAX_POINTS
 from tunix_registry.actors import Actor
 from tunix_registry.pagination import DEFAULT_LIMIT
 
@@ -91,6 +92,10 @@ WORKERS_TEMPLATE = "runs/workers.html"
 RUNS_CHANGED_EVENT = "runs:changed"
 # Log chunks on a run page when it opens, and at most per poll (a client behind reads on).
 LOG_TAIL_CHUNKS = 200
+# A run page reads every logged step up to this many (its table by step lists up to
+# 1,000; its chart's lines keep at most run_pages.MAX_POINTS points each); a longer
+# run is read thinned to about this many (runs.selectors.run_chart_metrics).
+CHART_POINTS = 2 * MAX_POINTS
 LIVE_CHUNKS = 100
 # A run that can still be cancelled (a cancel_requested one is being cancelled).
 CANCELLABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
@@ -358,6 +363,15 @@ def _log_files(run: TunixRun) -> dict[str, bool]:
     }
 
 
+def _metrics_context(run: TunixRun) -> dict[str, Any]:
+    """The metrics panel's rows: every step, or for a long run the steps its chart draws
+    (`metrics_thinned`; the table by step is shown only with every step)."""
+    return {
+        "metrics": run_chart_metrics(run=run, max_points=CHART_POINTS),
+        "metrics_thinned": (run.metrics_count or 0) > CHART_POINTS,
+    }
+
+
 def _live_url(run: TunixRun, *, since_seq: int) -> str:
     params: dict[str, str | int] = {"since_seq": since_seq, "status": run.status}
     if run.metrics_steps is not None:
@@ -377,7 +391,7 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
     context = {
         **_run_facts(run),
         "events": run_events(run_id=run.run_id),
-        "metrics": run_metrics(run_id=run.run_id),
+        **_metrics_context(run),
         "logs": _log_files(run),
         "chunks": chunks,
         "has_chunks": bool(chunks),
@@ -466,7 +480,7 @@ def run_live(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
         "is_local": run.mode == RunMode.LOCAL,
     }
     if steps_changed:
-        context["metrics"] = run_metrics(run_id=run.run_id)
+        context.update(_metrics_context(run))
     if status_changed:
         context["events"] = run_events(run_id=run.run_id)
         context["logs"] = _log_files(run)

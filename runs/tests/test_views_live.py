@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.tests.helpers import app_queries
-from runs.models import RunLogChunk, RunMode, RunStatus, TunixRun, TunixWorker
+from runs.metrics import metric_level
+from runs.models import RunLogChunk, RunMetric, RunMode, RunStatus, TunixRun, TunixWorker
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -135,6 +136,23 @@ def test_a_quiet_poll_of_a_running_run_is_two_queries(client: Client) -> None:
     assert len(app_queries(queries.captured_queries)) == 3
     assert 'id="run-metrics"' in html and 'data-testid="run:loss-chart"' in html
     assert cursor(html)["steps"] == "3"
+
+
+def test_the_poll_of_a_long_running_run_redraws_its_thinned_chart(client: Client) -> None:
+    run = running_run(metrics_steps=3000, metrics_count=3000, final_loss=0.1)
+    RunMetric.objects.bulk_create(
+        RunMetric(run=run, step=step, loss=300.0 / step, level=metric_level(step - 1))
+        for step in range(1, 3001)
+    )
+    url = reverse("runs:live", args=[run.run_id])
+    params: dict[str, Any] = {"since_seq": 0, "status": "running", "steps": 2999}
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get(url, params, headers=HTMX).content.decode()
+    (metrics_sql,) = [q["sql"] for q in queries.captured_queries if "runs_runmetric" in q["sql"]]
+    assert '"level" >=' in metrics_sql  # a level of the series, not every step
+    chart = html.split('data-testid="run:loss-chart"')[1].split("</figure>")[0]
+    assert "from 300.0000 to 0.1000" in chart
+    assert "Metrics by step" not in html
 
 
 def test_a_pending_run_shows_its_queue_position_and_whether_a_worker_serves_it(

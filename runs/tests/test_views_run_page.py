@@ -11,8 +11,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from runs.models import RunLogChunk, RunMode, RunStatus
-from runs.selectors import run_directory
+from runs.metrics import metric_level
+from runs.models import RunLogChunk, RunMetric, RunMode, RunStatus
+from runs.selectors import run_chart_metrics, run_directory
 from runs.templatetags.run_pages import duration, loss, loss_chart, nice_step
 from runs.tests.factories import RunEventFactory, RunMetricFactory, TunixRunFactory
 
@@ -232,3 +233,56 @@ def test_launch_again_links_to_the_prefilled_panel(client: Client) -> None:
     run = TunixRunFactory.create()
     html = client.get(reverse("runs:detail", args=[run.run_id])).content.decode()
     assert f'href="/?from={run.run_id}#launch"' in html
+
+
+def _long_run(steps: int, eval_every: int) -> Any:
+    """A finished local run of `steps` logged steps (1, 2, ...), an eval loss every
+    `eval_every`-th, stored as the supervisor stores them (with their levels)."""
+    run = TunixRunFactory.create(
+        mode=RunMode.LOCAL, exit_code=0, metrics_steps=steps, metrics_count=steps
+    )
+    RunMetric.objects.bulk_create(
+        RunMetric(
+            run=run,
+            step=step,
+            loss=10.0 / step,
+            eval_loss=11.0 / step if step % eval_every == 0 else None,
+            level=metric_level(step - 1),
+        )
+        for step in range(1, steps + 1)
+    )
+    return run
+
+
+def test_a_long_run_is_read_thinned_with_every_eval_step_and_its_last_step() -> None:
+    run = _long_run(5002, eval_every=250)
+    rows = run_chart_metrics(run=run, max_points=1600)
+    # 5,002 steps into at most 1,600: level 2, every 4th step from the first (1, 5, ...,
+    # 5001: 1,251 rows); the 20 eval steps (250, 500, ..., 5000; none of them among
+    # those) and the last step, 5002.
+    expected = sorted({*range(1, 5003, 4), *range(250, 5001, 250), 5002})
+    assert len(expected) == 1251 + 20 + 1
+    assert [row.step for row in rows] == expected
+    # At or below the limit every step is read.
+    assert len(run_chart_metrics(run=run, max_points=5002)) == 5002
+
+
+def test_a_long_run_page_draws_its_thinned_series_without_the_table(client: Client) -> None:
+    run = _long_run(5002, eval_every=250)
+    html = client.get(reverse("runs:detail", args=[run.run_id])).content.decode()
+    chart = html.split('data-testid="run:loss-chart"')[1].split("</figure>")[0]
+    train = re.search(r'data-series="loss" points="([^"]+)"', chart)
+    evals = re.search(r'data-series="eval_loss" points="([^"]+)"', chart)
+    assert train and evals
+    # Every eval step is drawn; the train line ends at the last step's loss.
+    assert len(evals.group(1).split()) == 20
+    assert len(train.group(1).split()) <= 801
+    assert "from 10.0000 to 0.0020" in chart
+    assert 'data-testid="run:steps">5002<' in html
+    assert "Metrics by step" not in html
+
+
+def test_a_run_of_a_thousand_steps_keeps_its_table_by_step(client: Client) -> None:
+    run = _long_run(1000, eval_every=100)
+    html = client.get(reverse("runs:detail", args=[run.run_id])).content.decode()
+    assert "Metrics by step (1000)" in html
