@@ -49,14 +49,18 @@ def cpu_ms(function: Callable[[], Any], calls: int = CALLS) -> float:
 
 
 class Wsgi:
-    """Requests through django.core.handlers.wsgi.WSGIHandler, as a WSGI server sends them."""
+    """Requests through django.core.handlers.wsgi.WSGIHandler, as a WSGI server sends them.
 
-    def __init__(self) -> None:
+    Every request carries `auth` (a launcher's bearer token: the API answers nothing
+    else but a 401), and an answer that is not a 200, 201 or 304 stops the benchmark.
+    """
+
+    def __init__(self, auth: dict[str, str]) -> None:
         from django.core.handlers.wsgi import WSGIHandler
         from django.test.client import RequestFactory
 
         self.handler = WSGIHandler()
-        self.factory = RequestFactory(HTTP_HOST="localhost")
+        self.factory = RequestFactory(HTTP_HOST="localhost", headers=auth)
 
     def __call__(
         self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
@@ -71,6 +75,7 @@ class Wsgi:
         result = self.handler(environ, lambda s, h, exc=None: status.append(s))  # type: ignore[arg-type]
         content = b"".join(result)
         result.close()
+        assert status[0].split()[0] in ("200", "201", "304"), (path, status[0], content[:300])
         return status[0], content
 
     def timed(self, method: str, path: str, **kwargs: Any) -> float:
@@ -88,6 +93,7 @@ def main() -> None:
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
 
+        from accounts.roles import LAUNCHER
         from datasets.selectors import dataset_trace_count
         from runs import selectors as run_selectors
         from runs.models import TunixRun
@@ -96,7 +102,8 @@ def main() -> None:
         from traces.models import Trace
         from tunix_registry.rendering import json_text
 
-        wsgi = Wsgi()
+        auth = harness.bearer_header("bench-launcher", LAUNCHER)
+        wsgi = Wsgi(auth)
         run_id = TunixRun.objects.filter(status="completed").values_list("pk", flat=True)[100]
         trace_id = Trace.objects.values_list("pk", flat=True)[100]
         paths = {
@@ -104,7 +111,7 @@ def main() -> None:
             "trace": f"/api/traces/{trace_id}",
             "dataset": f"/api/datasets/{key}",
         }
-        etags = {name: wsgi_etag(path) for name, path in paths.items()}
+        etags = {name: wsgi_etag(path, auth) for name, path in paths.items()}
         rows: list[tuple[str, float]] = []
 
         def row(name: str, value: float) -> None:
@@ -150,7 +157,7 @@ def main() -> None:
         row("the same page as `.values()` rows of the listed columns", cpu_ms(values_page))
         page = run_selectors.run_list()
         body = {"data": page.items, "pagination": page.pagination}
-        row("ninja response validation + dump of the page (model instances, DjangoGetter)",
+        row("ninja response validation + dump of the page (model instances)",
             cpu_ms(lambda: TunixRunListResponse.model_validate(body).model_dump()))  # fmt: skip
         dict_body = {"data": values_page()[:20], "pagination": page.pagination}
         row(
@@ -192,11 +199,12 @@ def exists_sql(run_id: Any) -> Any:
     return queryset.query.exists().get_compiler("default").as_sql()
 
 
-def wsgi_etag(path: str) -> str:
+def wsgi_etag(path: str, auth: dict[str, str]) -> str:
     from django.test import Client
 
-    etag = Client(HTTP_HOST="localhost").get(path).headers.get("ETag")
-    assert etag, path
+    response = Client(HTTP_HOST="localhost", headers=auth).get(path)
+    etag = response.headers.get("ETag")
+    assert response.status_code == 200 and etag, (path, response.status_code)
     return str(etag)
 
 
