@@ -198,23 +198,34 @@ def postgres_part(count: int) -> None:
         ]:
             print(f"\nEXPLAIN ({title}):\n" + harness.explain_queryset(queryset))
             print(f"\nEXPLAIN ({title}, generic plan):\n" + explain_generic(queryset))
+        from accounts.roles import LAUNCHER
+
+        # Every request carries a launcher's token, as a script would send it.
+        auth = harness.bearer_header("bench-launcher", LAUNCHER)
+
+        def fetch(url: str) -> bytes:
+            request = urllib.request.Request(url, headers=auth)
+            with urllib.request.urlopen(request) as response:
+                return bytes(response.read())
+
         connection.close()
 
         with harness.gunicorn() as server:
             trace_url = "/api/datasets/export-5k/export.jsonl"
             sft_url = trace_url + "?format=tunix_sft"
-            size = len(urllib.request.urlopen(server.base_url + trace_url).read())
+            size = len(fetch(server.base_url + trace_url))
             print(f"\n5,000-trace trace export: {size:,} bytes")
             dry_run = '{"dataset_key": "export-5k", "model_id": "tiny-qwen3"}'
             endpoints = [
                 harness.Endpoint(
                     f"GET {trace_url} (2 connections)", trace_url, ">= 10 req/s",
-                    min_rate=10, connections=2, threads=2,
+                    min_rate=10, connections=2, threads=2, headers=dict(auth),
                 ),
-                harness.Endpoint(f"GET {sft_url}", sft_url, ""),
+                harness.Endpoint(f"GET {sft_url}", sft_url, "", headers=dict(auth)),
                 harness.Endpoint(
                     "POST /api/tunix/run (dry-run, 5,000 traces)", "/api/tunix/run",
                     ">= 100 req/s", min_rate=100, method="POST", body=dry_run,
+                    headers=dict(auth),
                 ),
             ]  # fmt: skip
             # Each round beside a calibration round of the same minute (bench.harness).
@@ -223,11 +234,11 @@ def postgres_part(count: int) -> None:
 
             # Memory: worker RSS at rest, then the peak while streaming the whole store.
             for _ in range(4):
-                urllib.request.urlopen(server.base_url + trace_url).read()
+                fetch(server.base_url + trace_url)
             time.sleep(0.5)
             baseline = max(harness._rss_mb(p) for p in server.worker_pids())
             big = "/api/datasets/all-v1/export.jsonl"
-            result = server.wrk(big, connections=1, threads=1, duration=20, warmup=0)
+            result = server.wrk(big, connections=1, threads=1, duration=20, warmup=0, headers=auth)
             harness.print_header()
             harness.report(f"GET {big} ({count:,} traces, 1 connection)", result)
             print(

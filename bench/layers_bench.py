@@ -51,16 +51,17 @@ def cpu_ms(function: Callable[[], Any], calls: int = CALLS) -> float:
 class Wsgi:
     """Requests through django.core.handlers.wsgi.WSGIHandler, as a WSGI server sends them.
 
-    Every request carries `auth` (a launcher's bearer token: the API answers nothing
-    else but a 401), and an answer that is not a 200, 201 or 304 stops the benchmark.
+    Every request carries `auth` (say, a launcher's bearer token: the API answers a
+    request without credentials with a 401, unless TUNIX_ANONYMOUS_ACCESS allows it),
+    and an answer that is not a 200, 201 or 304 stops the benchmark.
     """
 
-    def __init__(self, auth: dict[str, str]) -> None:
+    def __init__(self, auth: dict[str, str] | None = None) -> None:
         from django.core.handlers.wsgi import WSGIHandler
         from django.test.client import RequestFactory
 
         self.handler = WSGIHandler()
-        self.factory = RequestFactory(HTTP_HOST="localhost", headers=auth)
+        self.factory = RequestFactory(HTTP_HOST="localhost", headers=auth or {})
 
     def __call__(
         self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
