@@ -92,11 +92,11 @@ WORKERS_TEMPLATE = "runs/workers.html"
 RUNS_CHANGED_EVENT = "runs:changed"
 # Log chunks on a run page when it opens, and at most per poll (a client behind reads on).
 LOG_TAIL_CHUNKS = 200
+LIVE_CHUNKS = 100
 # A run page reads every logged step up to this many (its table by step lists up to
 # 1,000; its chart's lines keep at most run_pages.MAX_POINTS points each); a longer
 # run is read thinned to about this many (runs.selectors.run_chart_metrics).
 CHART_POINTS = 2 * MAX_POINTS
-LIVE_CHUNKS = 100
 # A run that can still be cancelled (a cancel_requested one is being cancelled).
 CANCELLABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 # Datasets offered by the launch form's suggestion list (newest first); any key may be typed.
