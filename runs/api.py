@@ -61,7 +61,7 @@ from tunix_registry.http_cache import (
     permanent_etag,
 )
 from tunix_registry.pagination import check_page
-from tunix_registry.schemas import ApiModel
+from tunix_registry.schemas import ApiModel, ErrorOut
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,6 @@ EVENT_STREAM = "text/event-stream"
 MAX_SEQ = 2**31 - 1
 # How often an open log stream looks for new chunks and the run's status.
 LOG_POLL_SECONDS = 1.0
-
-
-class ErrorOut(ApiModel):
-    detail: Any
 
 
 class RunListQuery(ApiModel):
