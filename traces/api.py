@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from ninja import Router, Schema, Status
+from ninja import Router, Status
 from ninja.errors import HttpError, ValidationError
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_serializer
 from pydantic import ValidationError as PydanticValidationError
 
 from accounts.access import Access, acting_user
@@ -57,15 +57,13 @@ class TraceBatchOut(ApiModel):
     traces: list[TraceCreateOut]
 
 
-class TraceDetailOut(TraceCreateOut, Schema):
-    # ninja's Schema for its resolver (tunix_registry.schemas.ApiModel says why).
+class TraceDetailOut(TraceCreateOut):
     payload: dict[str, Any]
-    # Additive: the creator's username (null: anonymous, or created before the field).
-    created_by: str | None = None
-
-    @staticmethod
-    def resolve_created_by(obj: Any) -> str | None:
-        return obj.created_by_name if isinstance(obj, Trace) else obj.get("created_by")
+    # Additive: the creator's username (null: anonymous, or created before the field),
+    # a Trace's `created_by_name` or a dict's "created_by".
+    created_by: str | None = Field(
+        None, validation_alias=AliasChoices("created_by_name", "created_by")
+    )
 
 
 class TraceListOut(ApiModel):
