@@ -11,11 +11,13 @@ manifest selector that also writes manifest.json).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
+from pydantic import AliasChoices, PlainSerializer, WithJsonSchema
 
 from accounts.access import Access, acting_user
 from accounts.roles import BUILD_DATASETS, VIEW_DATASETS
@@ -103,39 +105,29 @@ class DatasetBuildOut(Schema):
         return services.manifest_relative_path(obj.key)
 
 
-class DatasetSummaryOut(Schema):
+# A dataset's creation time as the API writes it: ISO-8601 in UTC ending in Z.
+DatasetMoment = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: utc_iso(moment), return_type=str),
+    WithJsonSchema({"type": "string"}),
+]
+
+
+class DatasetSummaryOut(ApiModel):
     """A dataset in the list, from a `Dataset` (created_at in UTC ending in Z)."""
 
-    dataset_key: str
+    dataset_key: str = Field(validation_alias=AliasChoices("key", "dataset_key"))
     build_id: uuid.UUID
-    dataset_name: str
-    dataset_version: str
-    created_at: str
+    dataset_name: str = Field(validation_alias=AliasChoices("name", "dataset_name"))
+    dataset_version: str = Field(validation_alias=AliasChoices("version", "dataset_version"))
+    created_at: DatasetMoment
     selection_strategy: str
     seed: int | None
     trace_count: int
     # Additive: the builder's username (null: anonymous, or built before the field).
-    created_by: str | None = None
-
-    @staticmethod
-    def resolve_dataset_key(obj: Dataset) -> str:
-        return obj.key
-
-    @staticmethod
-    def resolve_created_by(obj: Dataset) -> str | None:
-        return obj.created_by_name
-
-    @staticmethod
-    def resolve_dataset_name(obj: Dataset) -> str:
-        return obj.name
-
-    @staticmethod
-    def resolve_dataset_version(obj: Dataset) -> str:
-        return obj.version
-
-    @staticmethod
-    def resolve_created_at(obj: Dataset) -> str:
-        return utc_iso(obj.created_at)
+    created_by: str | None = Field(
+        None, validation_alias=AliasChoices("created_by_name", "created_by")
+    )
 
 
 class DatasetListOut(ApiModel):
