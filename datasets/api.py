@@ -11,13 +11,12 @@ manifest selector that also writes manifest.json).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import AliasChoices, PlainSerializer, WithJsonSchema
+from pydantic import AliasChoices
 
 from accounts.access import Access, acting_user
 from accounts.roles import BUILD_DATASETS, VIEW_DATASETS
@@ -38,7 +37,7 @@ from tunix_registry.fields import (
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
 from tunix_registry.schemas import ApiModel, ErrorOut
-from tunix_registry.timestamps import utc_iso
+from tunix_registry.timestamps import ZuluMoment
 
 router = Router(tags=["datasets"], auth=Access(VIEW_DATASETS))
 
@@ -105,14 +104,6 @@ class DatasetBuildOut(Schema):
         return services.manifest_relative_path(obj.key)
 
 
-# A dataset's creation time as the API writes it: ISO-8601 in UTC ending in Z.
-DatasetMoment = Annotated[
-    datetime,
-    PlainSerializer(lambda moment: utc_iso(moment), return_type=str),
-    WithJsonSchema({"type": "string"}),
-]
-
-
 class DatasetSummaryOut(ApiModel):
     """A dataset in the list, from a `Dataset` (created_at in UTC ending in Z)."""
 
@@ -120,7 +111,7 @@ class DatasetSummaryOut(ApiModel):
     build_id: uuid.UUID
     dataset_name: str = Field(validation_alias=AliasChoices("name", "dataset_name"))
     dataset_version: str = Field(validation_alias=AliasChoices("version", "dataset_version"))
-    created_at: DatasetMoment
+    created_at: ZuluMoment
     selection_strategy: str
     seed: int | None
     trace_count: int

@@ -12,10 +12,11 @@ from uuid import UUID
 from ninja import Field
 from pydantic import AliasChoices, field_validator
 
-from runs.schemas import RunMoment, RunPaginationOut
+from runs.schemas import RunPaginationOut
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue
 from tunix_registry.pagination import PaginationOut
 from tunix_registry.schemas import ApiModel
+from tunix_registry.timestamps import RunMoment
 
 MetricName = Literal["answer_correctness@v1", "exact_match@v1"]
 DEFAULT_METRICS: list[MetricName] = ["answer_correctness@v1", "exact_match@v1"]

@@ -8,25 +8,16 @@ these from their attributes (`from_attributes`).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from ninja import Field
-from pydantic import AliasChoices, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import AliasChoices, field_validator
 
 from tunix_registry.fields import DATASET_KEY_PATTERN, Flag, Integer, Number, Queue, Text
 from tunix_registry.pagination import PaginationOut
 from tunix_registry.schemas import ApiModel
-from tunix_registry.timestamps import utc_iso
-
-# A run's moment as the API writes it: ISO-8601 in UTC ending in +00:00.
-RunMoment = Annotated[
-    datetime,
-    PlainSerializer(lambda moment: utc_iso(moment, suffix="+00:00"), return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
-
+from tunix_registry.timestamps import RunMoment
 
 # Every module name a LoRA adapter may target in some family the trainer knows
 # (runs/trainer/lora.py lists them per family; the service checks the model's own).

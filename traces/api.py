@@ -11,14 +11,13 @@ the list is revalidated with the ETag of its body.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any, Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Status
 from ninja.errors import HttpError, ValidationError
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from accounts.access import Access, acting_user
@@ -37,19 +36,15 @@ from tunix_registry.fields import PageLimit, PageOffset
 from tunix_registry.http_cache import mark_immutable, mark_revalidate, not_modified, strong_etag
 from tunix_registry.pagination import PaginationOut, check_page, page_of
 from tunix_registry.schemas import ApiModel, ErrorOut
-from tunix_registry.timestamps import utc_iso
+from tunix_registry.timestamps import ZuluMoment
 
 router = Router(tags=["traces"], auth=Access(VIEW_TRACES))
 
 
 class TraceCreateOut(ApiModel):
     id: uuid.UUID
-    created_at: datetime
+    created_at: ZuluMoment
     trace_version: str
-
-    @field_serializer("created_at")
-    def _created_at(self, value: datetime) -> str:
-        return utc_iso(value)
 
 
 class TraceBatchOut(ApiModel):
@@ -87,11 +82,7 @@ class ScoreDetailsOut(ApiModel):
     step_score: float
     length_score: float
     criteria: str
-    scored_at: datetime
-
-    @field_serializer("scored_at")
-    def _scored_at(self, value: datetime) -> str:
-        return utc_iso(value)
+    scored_at: ZuluMoment
 
 
 class ScoreOut(ApiModel):

@@ -9,7 +9,9 @@ aware UTC value). A whole second has no fraction, as `isoformat()` does.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, overload
+from typing import Annotated, Literal, overload
+
+from pydantic import PlainSerializer, WithJsonSchema
 
 Suffix = Literal["Z", "+00:00"]
 
@@ -32,3 +34,18 @@ def utc_iso(moment: datetime | None, *, suffix: Suffix = "Z") -> str | None:
         moment = moment.replace(tzinfo=UTC)
     text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
     return text + suffix
+
+
+# The field types of a moment in the API's schemas: a datetime, written by utc_iso.
+# A run's (and an evaluation's) ends in +00:00 and is documented as a date-time; a
+# trace's and a dataset's end in Z and are documented, as they always were, as strings.
+RunMoment = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: utc_iso(moment, suffix="+00:00"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+ZuluMoment = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: utc_iso(moment), return_type=str),
+    WithJsonSchema({"type": "string"}),
+]
