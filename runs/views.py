@@ -53,6 +53,7 @@ from evaluations.services import (
 )
 from runs.execution import run_execute
 from runs.forms import HistoryFilterForm, LaunchForm, LiveCursorForm
+from runs.metrics import series_level
 from runs.models import ACTIVE_STATUSES, RunMode, RunStatus, TunixRun
 from runs.runtime import tunix_status
 from runs.selectors import (
@@ -368,7 +369,7 @@ def _metrics_context(run: TunixRun) -> dict[str, Any]:
     (`metrics_thinned`; the table by step is shown only with every step)."""
     return {
         "metrics": run_chart_metrics(run=run, max_points=CHART_POINTS),
-        "metrics_thinned": (run.metrics_count or 0) > CHART_POINTS,
+        "metrics_thinned": series_level(run.metrics_count, CHART_POINTS) > 0,
     }
 
 
