@@ -532,8 +532,9 @@ class Endpoint:
     """One measured endpoint and its goal.
 
     `min_ratio` is a goal relative to the calibration view's requests/s of the
-    same repetition (0.9 = at least 90 %); `min_rate` an absolute one. `check`
-    is a correctness verdict found before the rounds (None: not checked).
+    same repetition (0.9 = at least 90 %); `min_rate` an absolute one;
+    `max_p99_ms` a bound on the 99th percentile latency. `check` is a
+    correctness verdict found before the rounds (None: not checked).
     """
 
     name: str
@@ -541,6 +542,7 @@ class Endpoint:
     goal: str
     min_ratio: float | None = None
     min_rate: float | None = None
+    max_p99_ms: float | None = None
     method: str = "GET"
     body: str | None = None
     headers: dict[str, str] | None = None
@@ -613,8 +615,8 @@ def _percent(ratio: float) -> str:
 def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
     """The goals as a markdown table: the repetition whose ratio is the median, per endpoint.
 
-    "met" needs every goal of the row (ratio, absolute rate, correctness) and no
-    errors in that repetition.
+    "met" needs every goal of the row (ratio, absolute rate, p99 latency,
+    correctness) and no errors in that repetition.
     """
     lines = [
         "| endpoint | req/s | calibration req/s | ratio | p99 ms | goal | met "
@@ -637,6 +639,8 @@ def goal_table(endpoints: list[Endpoint], calibration: list[float]) -> str:
             verdicts.append(ratio >= endpoint.min_ratio)
         if endpoint.min_rate is not None:
             verdicts.append(result.requests_per_s >= endpoint.min_rate)
+        if endpoint.max_p99_ms is not None:
+            verdicts.append(result.p99_ms < endpoint.max_p99_ms)
         if endpoint.check is not None:
             verdicts.append(endpoint.check)
         verdicts.append(result.errors == 0)

@@ -282,7 +282,8 @@ def section_launch(server: harness.Server, key: str) -> None:
         endpoints.append(
             harness.Endpoint(name, "/api/tunix/run?mode=async",
                              f"≥ {LAUNCH_RATE:.0f}/s, p99 < {LAUNCH_P99_MS:.0f} ms",
-                             min_rate=LAUNCH_RATE, method="POST", body=json.dumps(body),
+                             min_rate=LAUNCH_RATE, max_p99_ms=LAUNCH_P99_MS, method="POST",
+                             body=json.dumps(body),
                              headers=dict(AUTH))
         )  # fmt: skip
     http.close()
