@@ -4,8 +4,9 @@ Paths, fields and status codes are those of the original Tunix RT API. Keys
 are validated wherever they enter (422 naming the field), building an existing
 version is a 409 (docs/decisions.md#immutable-resources), `manifest_path` is
 relative to the data directory, exports are streamed. Each response body is
-produced by its declared schema from the model (or, for the manifest, from the
-manifest selector that also writes manifest.json).
+produced by its declared schema from the model (for a build, with the manifest's
+path beside it; for the manifest, from the manifest selector that also writes
+manifest.json).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Query, Router, Status
 from ninja.errors import HttpError
 from pydantic import AliasChoices
 
@@ -87,7 +88,7 @@ class DatasetBuildIn(ApiModel):
     training_run_id: Text | None = Field(None, max_length=services.TRAINING_RUN_ID_MAX)
 
 
-class DatasetBuildOut(Schema):
+class DatasetBuildOut(ApiModel):
     """What a build answers, from the built `Dataset`."""
 
     dataset_key: str
@@ -95,13 +96,14 @@ class DatasetBuildOut(Schema):
     trace_count: int
     manifest_path: str
 
-    @staticmethod
-    def resolve_dataset_key(obj: Dataset) -> str:
-        return obj.key
-
-    @staticmethod
-    def resolve_manifest_path(obj: Dataset) -> str:
-        return services.manifest_relative_path(obj.key)
+    @classmethod
+    def of(cls, dataset: Dataset) -> DatasetBuildOut:
+        return cls(
+            dataset_key=dataset.key,
+            build_id=dataset.build_id,
+            trace_count=dataset.trace_count,
+            manifest_path=services.manifest_relative_path(dataset.key),
+        )
 
 
 class DatasetSummaryOut(ApiModel):
@@ -175,7 +177,7 @@ def _existing(key: str) -> Dataset:
     summary="Build an immutable dataset version from traces",
     auth=Access(BUILD_DATASETS),
 )
-def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]:
+def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[DatasetBuildOut]:
     try:
         dataset = services.dataset_build(
             name=body.dataset_name,
@@ -193,7 +195,7 @@ def dataset_build(request: HttpRequest, body: DatasetBuildIn) -> Status[Dataset]
         raise HttpError(409, str(exc)) from None
     except ValueError as exc:  # InvalidDatasetKey included
         raise HttpError(422, str(exc)) from None
-    return Status(201, dataset)
+    return Status(201, DatasetBuildOut.of(dataset))
 
 
 @router.get("", response={200: DatasetListOut}, summary="List datasets, newest first")
