@@ -67,6 +67,27 @@ def test_list_query_does_not_read_stdout_or_stderr(client: Client) -> None:
         assert '"stdout"' not in sql and '"stderr"' not in sql and '"config"' not in sql
 
 
+@pytest.mark.parametrize("offset", [0, 200])
+def test_a_list_page_is_one_narrow_query_whatever_its_rows(
+    client: Client, launcher: Any, offset: int
+) -> None:
+    # Rows of every status, some with a launcher: however many rows and whatever
+    # they hold, the page reads its columns in one query (two from the deep offset
+    # on: the ids, then the rows), never a column the list does not show.
+    for status in RunStatus.values:
+        TunixRunFactory.create_batch(50, status=status, launched_by=launcher)
+    with CaptureQueriesContext(connection) as queries:
+        response = get(client, limit=100, offset=offset)
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 100
+    own = app_queries(queries.captured_queries)
+    assert len(own) == (2 if offset >= 200 else 1)
+    rows = own[-1]["sql"]
+    for column in ("supervisor_host", "heartbeat_at", "output_dir", "message", "artifacts"):
+        assert f'"{column}"' not in rows
+    assert {item["launched_by"] for item in response.json()["data"]} == {launcher.username}
+
+
 def test_equal_created_at_is_ordered_by_run_id_descending(client: Client) -> None:
     moment = timezone.now()
     made = [TunixRunFactory.create(started_at=moment, created_at=moment) for _ in range(5)]
