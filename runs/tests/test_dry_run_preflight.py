@@ -125,8 +125,11 @@ def stored_line_reads(queries: CaptureQueriesContext) -> list[str]:
 
 
 def test_dry_runs_of_an_unchanged_dataset_parse_it_once_and_see_a_deleted_trace(
-    client: Client,
+    client: Client, settings: Any
 ) -> None:
+    # A fixed device memory: otherwise the preflight's memory line quotes the
+    # machine's available memory, which moves between two dry-runs.
+    settings.TUNIX_DEVICE_MEMORY_BYTES = 8 * 1024**3
     dataset = dataset_with_traces(count=5)
     with CaptureQueriesContext(connection) as first_queries:
         first = dry_run(client, max_seq_length=256)
