@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [DATABASE_URL]
 # Starts gunicorn (the production config) on a free loopback port against the
 # given database (the embedded SQLite in a throwaway data directory when none
-# is given), migrates, loads the demo so reads find data, creates a launcher
+# is given), migrates, loads the demo so reads find data (a run, a trace and a
+# dataset of it are named to the operations on one record), creates a launcher
 # `fuzz` with an API token, runs schemathesis over /api/openapi.json with that
 # token on every request (and `ignored_auth`: without it every protected
 # operation must refuse) with a fixed seed, and stops the server again.
@@ -35,6 +36,26 @@ if [ -n "${1:-}" ]; then export DATABASE_URL="$1"; shift; else unset DATABASE_UR
 
 $bin/python manage.py migrate --verbosity 0
 $bin/python manage.py load_demo
+# Records the demo holds, so that operations on one record reach its logic
+# (scripts/schemathesis.toml names them) instead of answering 404 to every
+# generated id: a finished run, a trace, a dataset.
+exports="$($bin/python manage.py shell --no-imports -c '
+from datasets.models import Dataset
+from runs.models import TunixRun
+from traces.models import Trace
+import shlex
+named = {
+    "FUZZ_RUN_ID": TunixRun.objects.values_list("pk", flat=True).first(),
+    "FUZZ_TRACE_ID": Trace.objects.values_list("pk", flat=True).first(),
+    "FUZZ_DATASET_KEY": Dataset.objects.values_list("key", flat=True).first(),
+}
+missing = [name for name, value in named.items() if value is None]
+if missing:
+    raise SystemExit(f"the demo holds no record for {missing}")
+for name, value in named.items():
+    print(f"export {name}={shlex.quote(str(value))}")
+')"
+eval "$exports"
 # The fuzzer acts as a launcher, through a real token: it reaches every
 # operation past authentication, reads and writes alike.
 DJANGO_USER_PASSWORD="$($bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')" \
